@@ -1,0 +1,140 @@
+//! The composition root: the only place that names concrete backends.
+//!
+//! Builds a node from a [`Config`] — router, backplane (memory), authenticator (none/jwt) —
+//! binds the listener and runs it until [`RunningNode::shutdown`], which drains in the one
+//! documented order.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, JwtAuthenticator, NoAuth};
+use crate::backplane::{Backplane, Inbound, MemoryBus};
+use crate::commands::Node;
+use crate::config::{AuthKind, BackplaneKind, Config};
+use crate::routing::Router;
+use crate::transport::{routes, Shared};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    drain: CancellationToken,
+    stop_accepting: CancellationToken,
+    tracker: TaskTracker,
+    server: JoinHandle<()>,
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| crate::protocol::validate_name(h).is_ok() && h.len() <= 56);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{}-{suffix}", host.as_deref().unwrap_or("arqonbus"))
+}
+
+/// Starts a node on its own embedded backplane (or the configured one).
+pub async fn start(config: Config) -> Result<RunningNode, StartError> {
+    match config.backplane.kind {
+        BackplaneKind::Memory => start_on_bus(config, MemoryBus::new()).await,
+    }
+}
+
+/// Starts a node attached to a shared in-memory bus (several nodes in one process).
+pub async fn start_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<RunningNode, StartError> {
+    let id = config.server.node_id.clone().unwrap_or_else(default_node_id);
+    let router = Router::new();
+    let inbound: Arc<dyn Inbound> = router.clone();
+    let backplane: Arc<dyn Backplane> = Arc::new(bus.attach(&id, inbound));
+    serve(config, id, router, backplane).await
+}
+
+fn authenticator(config: &Config) -> Arc<dyn Authenticator> {
+    match (config.auth.kind, &config.auth.jwt_secret) {
+        (AuthKind::Jwt, Some(secret)) => Arc::new(JwtAuthenticator::new(
+            secret.expose(),
+            config.auth.jwt_issuer.as_deref(),
+            config.auth.jwt_audience.as_deref(),
+        )),
+        _ => Arc::new(NoAuth),
+    }
+}
+
+async fn serve(
+    config: Config,
+    id: String,
+    router: Arc<Router>,
+    backplane: Arc<dyn Backplane>,
+) -> Result<RunningNode, StartError> {
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let auth = authenticator(&config);
+    let node = Arc::new(Node::new(id, config, backplane, router, auth));
+    let drain = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let shared = Shared {
+        node: node.clone(),
+        drain: drain.clone(),
+        tracker: tracker.clone(),
+        admitted: Arc::new(AtomicUsize::new(0)),
+    };
+    let app = routes(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = stop_accepting.clone();
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "listener failed");
+        }
+    });
+    tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
+    Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
+}
+
+impl RunningNode {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// Drains and stops: readiness false → wait `server.drain_delay_ms` → `draining` to every
+    /// client → close 1012 → wait
+    /// at most `server.shutdown_grace_ms` → stop the listener → leave the backplane.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_millis(self.node.config.server.shutdown_grace_ms);
+        self.node.draining.store(true, Ordering::Release);
+        tracing::info!(node = %self.node.id, "draining");
+        tokio::time::sleep(Duration::from_millis(self.node.config.server.drain_delay_ms)).await;
+        self.drain.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("shutdown grace period over with connections still open");
+        }
+        self.stop_accepting.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        self.node.backplane.leave().await;
+        tracing::info!(node = %self.node.id, "stopped");
+    }
+}

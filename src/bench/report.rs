@@ -1,0 +1,186 @@
+//! Building and printing the final report.
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::stats::Stats;
+use super::{BenchArgs, BenchReport, LatencySummary};
+
+/// Per-second rate over a window (0 for an empty window).
+pub fn per_second(count: u64, window: Duration) -> f64 {
+    let secs = window.as_secs_f64();
+    if secs > 0.0 {
+        (count as f64 / secs * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+/// Server memory per connection in KiB: (after − before) / connections.
+pub fn rss_per_connection(before: Option<u64>, after: Option<u64>, connections: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    if connections == 0 {
+        return None;
+    }
+    let delta = after as f64 - before as f64;
+    Some((delta / connections as f64 * 100.0).round() / 100.0)
+}
+
+/// Collects the final numbers.
+pub fn build(
+    args: &BenchArgs,
+    s: &Stats,
+    window: Duration,
+    interrupted: bool,
+    (rss_before, rss_after): (Option<u64>, Option<u64>),
+    connections: u64,
+) -> BenchReport {
+    let published = s.published_window.load(Relaxed);
+    let delivered = s.delivered_window.load(Relaxed);
+    let limit = s.server_rate_limit.load(Relaxed);
+    BenchReport {
+        url: args.url.clone(),
+        room: args.room.clone(),
+        channels: args.channels,
+        subscribers: args.subscribers,
+        subscribers_connected: s.subs_connected.load(Relaxed),
+        publishers: args.publishers,
+        publishers_connected: s.pubs_connected.load(Relaxed),
+        connections,
+        connect_failures: s.connect_failures.load(Relaxed),
+        connect_failure_reasons: s.failure_reasons(),
+        subscribe_failures: s.subscribe_failures.load(Relaxed),
+        disconnects: s.disconnects.load(Relaxed),
+        warmup_secs: args.warmup_secs as f64,
+        duration_secs: (window.as_secs_f64() * 1000.0).round() / 1000.0,
+        target_rate: args.rate,
+        published,
+        published_per_s: per_second(published, window),
+        published_total: s.published.load(Relaxed),
+        acks: s.acks.load(Relaxed),
+        ack_errors: s.ack_errors.load(Relaxed),
+        ack_latency_us: s.ack_latency_summary(),
+        delivered,
+        delivered_per_s: per_second(delivered, window),
+        delivered_total: s.delivered_total.load(Relaxed),
+        expected_deliveries: s.expected_deliveries(),
+        latency_us: s.latency_summary(),
+        gaps: s.gaps.load(Relaxed),
+        skipped_offsets: s.skipped.load(Relaxed),
+        missing: s.missing.load(Relaxed),
+        duplicates: s.duplicates.load(Relaxed),
+        out_of_order: s.out_of_order.load(Relaxed),
+        errors: s.errors_total.load(Relaxed),
+        errors_by_code: s.errors_by_code(),
+        server_publish_rate_limit: (limit > 0).then_some(limit),
+        server_rss_before_kib: rss_before,
+        server_rss_after_kib: rss_after,
+        rss_per_connection_kib: rss_per_connection(rss_before, rss_after, connections),
+        interrupted,
+    }
+}
+
+fn latency_line(l: &Option<LatencySummary>) -> String {
+    match l {
+        Some(l) => format!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}  (n={})",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
+        ),
+        None => "no samples".to_string(),
+    }
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(", ")
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self;
+        writeln!(f, "ArqonBus bench report{}", if r.interrupted { " (interrupted)" } else { "" })?;
+        writeln!(f, "  target          {}  room {}  channels {}", r.url, r.room, r.channels)?;
+        writeln!(
+            f,
+            "  connections     {} (subscribers {}/{}, publishers {}/{})",
+            r.connections, r.subscribers_connected, r.subscribers, r.publishers_connected, r.publishers
+        )?;
+        writeln!(
+            f,
+            "  failures        connect {}  subscribe {}  disconnects {}",
+            r.connect_failures, r.subscribe_failures, r.disconnects
+        )?;
+        if !r.connect_failure_reasons.is_empty() {
+            writeln!(f, "  connect errors  {}", counts(&r.connect_failure_reasons))?;
+        }
+        if r.publishers > 0 {
+            writeln!(f, "  window          {:.1} s measured after {:.0} s warm-up", r.duration_secs, r.warmup_secs)?;
+            writeln!(
+                f,
+                "  published       {} ({:.1}/s, target {}/s)  total {}",
+                r.published, r.published_per_s, r.target_rate, r.published_total
+            )?;
+            writeln!(
+                f,
+                "  delivered       {} ({:.1}/s)  total {} of {} expected",
+                r.delivered, r.delivered_per_s, r.delivered_total, r.expected_deliveries
+            )?;
+            writeln!(f, "  latency (us)    {}", latency_line(&r.latency_us))?;
+            if r.ack_latency_us.is_some() || r.acks > 0 || r.ack_errors > 0 {
+                writeln!(f, "  acks            {}  errors {}", r.acks, r.ack_errors)?;
+                writeln!(f, "  ack latency(us) {}", latency_line(&r.ack_latency_us))?;
+            }
+        }
+        writeln!(
+            f,
+            "  ordering        gaps {} (skipped {}, missing {})  duplicates {}  out-of-order {}",
+            r.gaps, r.skipped_offsets, r.missing, r.duplicates, r.out_of_order
+        )?;
+        write!(f, "  errors          {}", r.errors)?;
+        if !r.errors_by_code.is_empty() {
+            write!(f, "  ({})", counts(&r.errors_by_code))?;
+        }
+        if let Some(limit) = r.server_publish_rate_limit {
+            write!(f, "\n  server limit    publish_rate_per_s {limit}")?;
+        }
+        if let (Some(before), Some(after)) = (r.server_rss_before_kib, r.server_rss_after_kib) {
+            write!(f, "\n  server RSS      before {before} KiB  after {after} KiB")?;
+            if let Some(per) = r.rss_per_connection_kib {
+                write!(f, "  per connection {per:.2} KiB")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic() {
+        assert_eq!(per_second(1000, Duration::from_secs(4)), 250.0);
+        assert_eq!(per_second(10, Duration::ZERO), 0.0);
+        assert_eq!(rss_per_connection(Some(1000), Some(6000), 1000), Some(5.0));
+        assert_eq!(rss_per_connection(Some(1000), Some(900), 100), Some(-1.0));
+        assert_eq!(rss_per_connection(Some(1000), None, 100), None);
+        assert_eq!(rss_per_connection(Some(1000), Some(2000), 0), None);
+    }
+
+    #[test]
+    fn report_renders_as_text_and_json() {
+        let args = BenchArgs::default();
+        let stats = Stats::new(args.channels);
+        stats.error("RATE_LIMITED");
+        let report = build(&args, &stats, Duration::from_secs(2), false, (Some(100), Some(300)), 10);
+        let text = report.to_string();
+        assert!(text.contains("RATE_LIMITED=1"), "{text}");
+        assert!(text.contains("per connection 20.00 KiB"), "{text}");
+        let json = serde_json::to_string(&report).expect("serializable");
+        assert!(!json.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(v["errors_by_code"]["RATE_LIMITED"], 1);
+        assert_eq!(v["latency_us"], serde_json::Value::Null);
+    }
+}

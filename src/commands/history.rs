@@ -1,0 +1,61 @@
+//! `history`: stored events of a channel, newest page by default.
+
+use std::fmt::Write as _;
+
+use super::{args::Args, backplane_error, Node, Outcome, Session};
+use crate::backplane::HistoryQuery;
+use crate::protocol::{raw, ChannelKey, ErrorBody, ErrorCode};
+
+/// A parsed history request (shared with `GET /v1/history`).
+pub struct HistoryRequest {
+    /// Which channel.
+    pub key: ChannelKey,
+    /// Bounds and size.
+    pub query: HistoryQuery,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+impl HistoryRequest {
+    /// Parses `room`, `channel`, `limit`, `since`, `before`, `reverse`.
+    pub fn parse(args: &mut Args) -> Result<Self, ErrorBody> {
+        let key = args.key()?;
+        let limit = args.opt_u64("limit", 1, 1000)?.unwrap_or(50) as usize;
+        let since = args.opt_u64("since", 0, u64::MAX >> 1)?;
+        let before = args.opt_u64("before", 0, u64::MAX >> 1)?;
+        let reverse = args.opt_bool("reverse")?.unwrap_or(false);
+        Ok(Self { key, query: HistoryQuery { since, before, limit }, reverse })
+    }
+}
+
+/// Runs a history query and renders the result object as JSON text.
+pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody> {
+    let create = if req.key.is_reserved() { Some(node.default_options()) } else { node.create_options() };
+    let key = &req.key;
+    node.backplane.ensure_channel(key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(key)))?;
+    let (mut events, pos) = node.backplane.history(key, req.query).await.map_err(|e| backplane_error(e, Some(key)))?;
+    if req.reverse {
+        events.reverse();
+    }
+    let mut out = String::with_capacity(64 + events.iter().map(|e| e.frame.len() + 1).sum::<usize>());
+    out.push_str(r#"{"events":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.frame.as_str());
+    }
+    let offset = if pos.top > 0 { pos.top.to_string() } else { "null".to_owned() };
+    let _ = write!(out, r#"],"epoch":{},"offset":{offset}}}"#, serde_json::Value::from(pos.epoch));
+    Ok(out)
+}
+
+/// The `history` command.
+pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
+    let req = HistoryRequest::parse(&mut args)?;
+    args.finish()?;
+    if !s.identity.permissions.can_subscribe(&req.key) {
+        return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {}", req.key)));
+    }
+    Ok(Outcome::Reply(raw(query(&s.node, req).await?)))
+}

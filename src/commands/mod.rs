@@ -1,0 +1,290 @@
+//! Commands: what a client frame does.
+//!
+//! Owns the per-connection [`Session`], frame dispatch, the publish path shared with HTTP, and
+//! one file per command (`subscribe.rs`, `history.rs`, …), each parsing its args and applying
+//! them side by side. A command returns a reply; it never touches a socket: frames go to the
+//! connection's outbox ([`ConnHandle`]). Imports routing, backplane, auth and protocol.
+
+mod activity;
+pub mod args;
+mod channel_info;
+mod create_channel;
+mod delete_channel;
+pub mod history;
+mod list_channels;
+mod ping;
+mod presence;
+mod publish;
+mod refresh;
+mod status;
+mod subscribe;
+mod unsubscribe;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::auth::{Authenticator, Identity};
+use crate::backplane::{Backplane, BackplaneError, ChannelOptions};
+use crate::config::Config;
+use crate::protocol::{
+    error_frame, parse_client_frame, raw, reply_frame, ClientFrame, ErrorBody, ErrorCode, Rejection,
+};
+use crate::routing::{ConnHandle, Router};
+use crate::telemetry::metrics;
+
+pub use activity::Activity;
+pub use args::Args;
+pub use publish::{publish_event, Origin};
+
+/// What a node shares between its connections and its HTTP API.
+pub struct Node {
+    /// This node's id.
+    pub id: String,
+    /// The validated configuration.
+    pub config: Config,
+    /// Cluster state.
+    pub backplane: Arc<dyn Backplane>,
+    /// Local routing.
+    pub router: Arc<Router>,
+    /// Credentials check.
+    pub auth: Arc<dyn Authenticator>,
+    /// Start time, for `uptime_s`.
+    pub started: Instant,
+    /// Set when the node drains: readiness turns false.
+    pub draining: AtomicBool,
+    /// Node-wide bucket for `POST /v1/publish`.
+    pub http_limiter: DefaultDirectRateLimiter,
+}
+
+impl Node {
+    /// Assembles a node.
+    pub fn new(
+        id: String,
+        config: Config,
+        backplane: Arc<dyn Backplane>,
+        router: Arc<Router>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Self {
+        let rate = config.limits.http_publish_rate_per_s;
+        let http_limiter = RateLimiter::direct(quota(rate, rate));
+        Self {
+            id,
+            config,
+            backplane,
+            router,
+            auth,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            http_limiter,
+        }
+    }
+
+    /// Channel options from the configured defaults.
+    pub fn default_options(&self) -> ChannelOptions {
+        ChannelOptions {
+            description: None,
+            history_size: self.config.channels.history_size,
+            history_ttl_s: self.config.channels.history_ttl_s,
+            presence_events: false,
+        }
+    }
+
+    /// Options for implicit creation, or `None` when `auto_create` is off.
+    pub fn create_options(&self) -> Option<ChannelOptions> {
+        self.config.channels.auto_create.then(|| self.default_options())
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+fn quota(rate: u32, burst: u32) -> Quota {
+    let r = std::num::NonZeroU32::new(rate.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let b = std::num::NonZeroU32::new(burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    Quota::per_second(r).allow_burst(b)
+}
+
+/// Takes one token from `limiter`, or says when to retry.
+pub fn take_token(limiter: &DefaultDirectRateLimiter) -> Result<(), ErrorBody> {
+    limiter.check().map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ErrorBody::new(ErrorCode::RateLimited, "publish rate limit exceeded").retry_after(wait.as_millis() as u64 + 1)
+    })
+}
+
+/// Maps a backplane failure onto the client-visible error table.
+pub fn backplane_error(e: BackplaneError, key: Option<&crate::protocol::ChannelKey>) -> ErrorBody {
+    match e {
+        BackplaneError::NotFound => {
+            let what = key.map_or_else(|| "channel".to_owned(), |k| format!("channel {k}"));
+            ErrorBody::new(ErrorCode::NotFound, format!("{what} does not exist"))
+        }
+        BackplaneError::Exists => ErrorBody::new(ErrorCode::ChannelExists, "channel already exists"),
+        BackplaneError::Unavailable(m) => {
+            tracing::warn!(error = %m, "backplane unavailable");
+            ErrorBody::new(ErrorCode::Unavailable, "backplane unavailable, retry later").retry_after(1000)
+        }
+        BackplaneError::Internal(m) => {
+            tracing::error!(error = %m, "backplane failure");
+            ErrorBody::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
+/// Serializes a reply result.
+pub fn to_raw<T: Serialize>(v: &T) -> Box<RawValue> {
+    raw(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
+}
+
+/// What a handler produced.
+pub enum Outcome {
+    /// A result to send as the `reply`.
+    Reply(Box<RawValue>),
+    /// The handler sent its reply itself (subscribe sends the reply before the replay).
+    Sent,
+}
+
+/// What the transport should do after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Close the connection with this code.
+    Close(u16),
+}
+
+/// One connection's state above the transport.
+pub struct Session {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The connection's outbox and subscriptions.
+    pub conn: Arc<ConnHandle>,
+    /// Who it is.
+    pub identity: Identity,
+    limiter: DefaultDirectRateLimiter,
+    violations: u32,
+}
+
+impl Session {
+    /// Registers the connection with the router and announces it.
+    pub async fn open(node: Arc<Node>, conn: Arc<ConnHandle>, identity: Identity) -> Self {
+        let l = &node.config.limits;
+        let limiter = RateLimiter::direct(quota(l.publish_rate_per_s, l.publish_burst));
+        node.router.register(&conn);
+        metrics().connections.inc();
+        let s = Self { node, conn, identity, limiter, violations: 0 };
+        s.activity(Activity::Connected, None).await;
+        s
+    }
+
+    /// Unix seconds at which the credentials expire.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.identity.expires_at
+    }
+
+    /// Handles one text frame.
+    pub async fn handle_text(&mut self, text: &str) -> Flow {
+        let frame = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(r) => return self.reject(r).await,
+        };
+        let kind = match &frame {
+            ClientFrame::Event(_) => "event",
+            ClientFrame::Private(_) => "private",
+            ClientFrame::Command(_) => "command",
+        };
+        metrics().messages_in.with_label_values(&[kind]).inc();
+        let (request_id, result) = match frame {
+            ClientFrame::Event(ev) => (ev.id.clone(), publish::from_client(self, ev).await),
+            ClientFrame::Private(p) => (p.id.clone(), publish::private(self, p).await),
+            ClientFrame::Command(c) => {
+                let id = c.id.clone();
+                (Some(id), self.command(c).await)
+            }
+        };
+        match result {
+            Ok(outcome) => {
+                self.violations = 0;
+                if let (Some(id), Outcome::Reply(r)) = (request_id, outcome) {
+                    self.conn.send(reply_frame(&id, &r)).await;
+                }
+                Flow::Continue
+            }
+            Err(error) => self.reject(Rejection { request_id, error }).await,
+        }
+    }
+
+    async fn command(&mut self, c: crate::protocol::CommandFrame) -> Result<Outcome, ErrorBody> {
+        tracing::debug!(client_id = %self.conn.client_id, command = %c.command, "command");
+        let args = args::Args::new(c.args);
+        match c.command.as_str() {
+            "ping" => ping::run(args),
+            "status" => status::run(self, args).await,
+            "subscribe" => subscribe::run(self, &c.id, args).await,
+            "unsubscribe" => unsubscribe::run(self, args).await,
+            "history" => history::run(self, args).await,
+            "presence" => presence::run(self, args).await,
+            "create_channel" => create_channel::run(self, args).await,
+            "delete_channel" => delete_channel::run(self, args).await,
+            "list_channels" => list_channels::run(self, args).await,
+            "channel_info" => channel_info::run(self, args).await,
+            "refresh" => refresh::run(self, args).await,
+            other => {
+                let name: String = other.chars().take(64).collect();
+                Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("unknown command {name:?}")))
+            }
+        }
+    }
+
+    async fn reject(&mut self, r: Rejection) -> Flow {
+        let code = r.error.code;
+        metrics().errors.with_label_values(&[code.as_str()]).inc();
+        tracing::debug!(client_id = %self.conn.client_id, error = code.as_str(), "frame refused");
+        self.conn.send(error_frame(r.request_id.as_deref(), &r.error)).await;
+        if code.is_violation() {
+            self.violations += 1;
+            if self.violations >= self.node.config.limits.max_violations {
+                tracing::info!(client_id = %self.conn.client_id, "too many protocol violations, closing with 1008");
+                return Flow::Close(crate::protocol::close::POLICY_VIOLATION);
+            }
+        } else {
+            self.violations = 0;
+        }
+        Flow::Continue
+    }
+
+    /// Publishes an activity event to `_sys:activity`.
+    async fn activity(&self, kind: Activity, key: Option<&crate::protocol::ChannelKey>) {
+        activity::publish(&self.node, kind, &self.conn.client_id, self.identity.user.as_deref(), key).await;
+    }
+
+    /// Releases everything the connection held: subscriptions, presence, interest.
+    pub async fn close(self) {
+        for (key, sub) in self.node.router.unregister(&self.conn) {
+            unsubscribe::release(&self, &key, &sub).await;
+        }
+        metrics().connections.dec();
+        self.activity(Activity::Disconnected, None).await;
+    }
+
+    /// Checks and takes a publish token.
+    fn take_publish_token(&self) -> Result<(), ErrorBody> {
+        take_token(&self.limiter)
+    }
+
+    fn require_admin(&self) -> Result<(), ErrorBody> {
+        if self.identity.permissions.admin {
+            Ok(())
+        } else {
+            Err(ErrorBody::new(ErrorCode::Forbidden, "this command needs admin permission"))
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `refresh`: replaces the connection's credentials before they expire.
+
+use serde_json::json;
+
+use super::{args::Args, to_raw, Outcome, Session};
+use crate::auth::AuthError;
+use crate::protocol::{ErrorBody, ErrorCode};
+
+/// Validates a new token for the same user and adopts its permissions and expiry.
+pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> {
+    let token = args
+        .opt_str("token", 8192)?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ErrorBody::field("token", "token is required"))?;
+    args.finish()?;
+    if !s.node.auth.enabled() {
+        return Ok(Outcome::Reply(to_raw(&json!({ "expires_at": null }))));
+    }
+    let identity = s.node.auth.authenticate(Some(&token)).await.map_err(|e| match e {
+        AuthError::Missing => ErrorBody::field("token", "token is required"),
+        AuthError::Invalid(_) => ErrorBody::new(ErrorCode::Unauthorized, "invalid or expired token"),
+    })?;
+    if identity.user != s.identity.user {
+        return Err(ErrorBody::new(ErrorCode::Forbidden, "the new token is for another user"));
+    }
+    let expires_at = identity
+        .expires_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    s.identity = identity;
+    Ok(Outcome::Reply(to_raw(&json!({ "expires_at": expires_at }))))
+}

@@ -1,0 +1,440 @@
+//! Configuration: built-in defaults → TOML file → `ARQONBUS_*` environment, in that order.
+//!
+//! Nested keys use `__` in the environment (`ARQONBUS_LIMITS__MAX_FRAME_BYTES`). Unknown keys
+//! and invalid values stop start-up with a message naming the key; `validate()` runs once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists in the working directory.
+pub const DEFAULT_FILE: &str = "arqonbus.toml";
+
+/// A configuration error: the key and why its value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value failed validation.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `limits.max_frame_bytes`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file or environment could not be read into the typed config.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// `--config` named a file that does not exist.
+    #[error("invalid configuration: config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+/// A secret string: never printed, never logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, identity and lifecycle.
+    pub server: ServerConfig,
+    /// Per-connection limits.
+    pub limits: LimitsConfig,
+    /// Channel defaults and history.
+    pub channels: ChannelsConfig,
+    /// Which backplane carries events between nodes.
+    pub backplane: BackplaneConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// The HTTP publish/history API.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for HTTP and WebSocket.
+    pub listen: String,
+    /// Node name shown to clients; default: host name + random suffix.
+    pub node_id: Option<String>,
+    /// Connections this node accepts before answering 503.
+    pub max_connections: usize,
+    /// Time between readiness turning false and clients being told to leave, so that load
+    /// balancers stop sending new connections first.
+    pub drain_delay_ms: u64,
+    /// Longest wait for connections to close after a drain starts.
+    pub shutdown_grace_ms: u64,
+    /// `reconnect_after_ms` in `draining` frames is spread over 0..this.
+    pub drain_jitter_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            node_id: None,
+            max_connections: 10_000,
+            drain_delay_ms: 0,
+            shutdown_grace_ms: 10_000,
+            drain_jitter_ms: 5_000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted frame; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Publish token bucket refill per connection.
+    pub publish_rate_per_s: u32,
+    /// Publish token bucket size per connection.
+    pub publish_burst: u32,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Frames queued to one client before it is closed with 4008.
+    pub outbound_queue: usize,
+    /// Seconds between server pings; silence for twice this closes the connection.
+    pub heartbeat_s: u64,
+    /// Protocol violations in a row before close 1008.
+    pub max_violations: u32,
+    /// Node-wide token bucket refill for `POST /v1/publish`.
+    pub http_publish_rate_per_s: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 65_536,
+            publish_rate_per_s: 50,
+            publish_burst: 100,
+            max_subscriptions: 256,
+            outbound_queue: 1024,
+            heartbeat_s: 25,
+            max_violations: 10,
+            http_publish_rate_per_s: 1000,
+        }
+    }
+}
+
+/// `[channels]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Create channels on first use; off: undeclared channels are NOT_FOUND.
+    pub auto_create: bool,
+    /// Default events kept per channel.
+    pub history_size: u64,
+    /// Default seconds an event is kept.
+    pub history_ttl_s: u64,
+    /// Seconds an idempotency key is remembered.
+    pub dedupe_window_s: u64,
+    /// Events per page when replaying a gap.
+    pub replay_page: usize,
+    /// Live events buffered per subscription while its gap replays.
+    pub replay_buffer: usize,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            history_size: 1000,
+            history_ttl_s: 86_400,
+            dedupe_window_s: 300,
+            replay_page: 256,
+            replay_buffer: 10_000,
+        }
+    }
+}
+
+/// Which backplane to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackplaneKind {
+    /// In-process; one node (or several in one process, for tests).
+    Memory,
+}
+
+/// `[backplane]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackplaneConfig {
+    /// `memory`.
+    pub kind: BackplaneKind,
+}
+
+impl Default for BackplaneConfig {
+    fn default() -> Self {
+        Self { kind: BackplaneKind::Memory }
+    }
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// Everyone may do everything (local default).
+    None,
+    /// HS256 JWTs signed with `auth.jwt_secret`.
+    Jwt,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` or `jwt`.
+    pub kind: AuthKind,
+    /// HS256 secret, at least 32 bytes.
+    pub jwt_secret: Option<Secret>,
+    /// Required `iss` claim, if set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub jwt_audience: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { kind: AuthKind::None, jwt_secret: None, jwt_issuer: None, jwt_audience: None }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Bearer key for `/v1/publish` and `/v1/history`; unset: those endpoints are 404.
+    pub api_key: Option<Secret>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `arqonbus=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Loads defaults → file → environment and validates the result.
+    ///
+    /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("ARQONBUS_").split("__").ignore(&["config"]))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_owned())),
+            Some(p) => fig = fig.merge(Toml::file_exact(p)),
+            None if Path::new(DEFAULT_FILE).exists() => fig = fig.merge(Toml::file_exact(DEFAULT_FILE)),
+            None => {}
+        }
+        let config: Config = fig.merge(env).extract().map_err(|e| ConfigError::Load(flatten(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value once; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen", "must be an IP address and port, e.g. 127.0.0.1:8080");
+        }
+        if let Some(id) = &self.server.node_id {
+            if crate::protocol::validate_name(id).is_err() {
+                return bad("server.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ - .");
+            }
+        }
+        let l = &self.limits;
+        let checks: [(&'static str, bool, &str); 11] = [
+            ("server.max_connections", self.server.max_connections >= 1, "must be at least 1"),
+            (
+                "limits.max_frame_bytes",
+                (1024..=16 << 20).contains(&l.max_frame_bytes),
+                "must be between 1024 and 16777216",
+            ),
+            ("limits.publish_rate_per_s", l.publish_rate_per_s >= 1, "must be at least 1"),
+            ("limits.publish_burst", l.publish_burst >= 1, "must be at least 1"),
+            ("limits.max_subscriptions", l.max_subscriptions >= 1, "must be at least 1"),
+            ("limits.outbound_queue", (16..=1_000_000).contains(&l.outbound_queue), "must be between 16 and 1000000"),
+            ("limits.heartbeat_s", (1..=3600).contains(&l.heartbeat_s), "must be between 1 and 3600"),
+            ("limits.max_violations", l.max_violations >= 1, "must be at least 1"),
+            ("limits.http_publish_rate_per_s", l.http_publish_rate_per_s >= 1, "must be at least 1"),
+            ("channels.history_size", self.channels.history_size <= 100_000, "must be at most 100000"),
+            (
+                "channels.history_ttl_s",
+                (1..=2_592_000).contains(&self.channels.history_ttl_s),
+                "must be between 1 and 2592000",
+            ),
+        ];
+        for (key, ok, reason) in checks {
+            if !ok {
+                return bad(key, reason);
+            }
+        }
+        let c = &self.channels;
+        if !(1..=86_400).contains(&c.dedupe_window_s) {
+            return bad("channels.dedupe_window_s", "must be between 1 and 86400");
+        }
+        if !(1..=10_000).contains(&c.replay_page) {
+            return bad("channels.replay_page", "must be between 1 and 10000");
+        }
+        if c.replay_buffer < 1 {
+            return bad("channels.replay_buffer", "must be at least 1");
+        }
+        if self.auth.kind == AuthKind::Jwt {
+            match &self.auth.jwt_secret {
+                None => return bad("auth.jwt_secret", "is required when auth.kind = \"jwt\""),
+                Some(s) if s.expose().len() < 32 => return bad("auth.jwt_secret", "must be at least 32 bytes"),
+                Some(_) => {}
+            }
+        }
+        if let Some(k) = &self.http.api_key {
+            if k.expose().len() < 16 {
+                return bad("http.api_key", "must be at least 16 characters");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "is not a valid filter (e.g. info, debug, arqonbus=debug)");
+        }
+        Ok(())
+    }
+
+    /// The resolved configuration as TOML, secrets masked.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// The listen address (validated).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// Figment errors can be chained; show each with the key path and the source.
+fn flatten(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            if key.is_empty() {
+                format!("{} ({from})", e.kind)
+            } else {
+                format!("{key}: {} (from {from})", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn precedence_env_over_file_over_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[limits]\nmax_frame_bytes = 2048\npublish_burst = 7\n")?;
+            jail.set_env("ARQONBUS_LIMITS__MAX_FRAME_BYTES", "4096");
+            let c = Config::load(Some(Path::new("a.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.max_frame_bytes, 4096);
+            assert_eq!(c.limits.publish_burst, 7);
+            assert_eq!(c.limits.max_subscriptions, 256);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_LIMITS__HEARTBEAT_S", "0");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("limits.heartbeat_s"), "{e}");
+            jail.set_env("ARQONBUS_LIMITS__HEARTBEAT_S", "abc");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("heartbeat_s"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("arqonbus.toml", "[limits]\nmax_frame_byte = 2048\n")?;
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("max_frame_byte"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut c = Config::default();
+        c.http.api_key = Some(Secret::from("0123456789abcdef-secret"));
+        let out = c.to_toml();
+        assert!(!out.contains("0123456789abcdef-secret"));
+        assert!(out.contains("********"));
+    }
+}

@@ -1,0 +1,21 @@
+//! Protocol v1: the wire contract as types.
+//!
+//! Owns the client envelope (parsing and strict validation), the server frames (serialization),
+//! names, error codes and close codes. It does no I/O and imports no other layer of the crate:
+//! every other layer speaks to clients through the types defined here.
+
+mod codes;
+mod envelope;
+mod frames;
+mod names;
+
+pub use codes::{close, ErrorBody, ErrorCode};
+pub(crate) use envelope::take_name;
+pub use envelope::{
+    parse_client_frame, parse_http_publish, ClientFrame, CommandFrame, EventFrame, PrivateFrame, Rejection, Target,
+};
+pub use frames::{
+    error_frame, event_template, private_frame, raw, reply_frame, system_frame, timestamp_now, EventFields,
+    EventTemplate, Frame, PROTOCOL_VERSION,
+};
+pub use names::{validate_name, ChannelKey};

@@ -1,0 +1,118 @@
+//! Telemetry: metrics and logs. It fails open: nothing here can stop delivery.
+//!
+//! Metrics are process-wide Prometheus handles (atomic counters; no lock on the hot path),
+//! rendered by `GET /metrics`. Logs go through `tracing`; payloads and tokens are never logged
+//! at info or warn.
+
+use std::sync::OnceLock;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// Connections refused (label `reason`: `limit`, `unauthorized`, `protocol`).
+    pub refused: IntCounterVec,
+    /// Client frames received, by `type`.
+    pub messages_in: IntCounterVec,
+    /// Frames queued to clients by fan-out (events, system and private frames).
+    pub messages_out: IntCounter,
+    /// Events stored by publishes from this node.
+    pub published: IntCounter,
+    /// Error frames and HTTP errors sent, by `code`.
+    pub errors: IntCounterVec,
+    /// Live subscriptions on this node.
+    pub subscriptions: IntGauge,
+    /// Connections closed with 4008 because their outbound queue was full.
+    pub slow_consumers: IntCounter,
+    /// Connections closed by the server, by close `code`.
+    pub closes: IntCounterVec,
+}
+
+// Names and labels are constants: construction cannot fail at run time (a test covers it).
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric")
+}
+
+fn vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+}
+
+fn build() -> Metrics {
+    let m = Metrics {
+        registry: Registry::new_custom(Some("arqonbus".into()), None).expect("valid prefix"),
+        connections: gauge("connections", "Open WebSocket connections"),
+        refused: vec("connections_refused_total", "Connections refused at the handshake", "reason"),
+        messages_in: vec("messages_in_total", "Client frames received", "type"),
+        messages_out: counter("messages_out_total", "Frames queued to clients by fan-out"),
+        published: counter("published_total", "Events stored by publishes from this node"),
+        errors: vec("errors_total", "Errors sent to clients", "code"),
+        subscriptions: gauge("subscriptions", "Live subscriptions on this node"),
+        slow_consumers: counter(
+            "slow_consumer_disconnects_total",
+            "Connections closed with 4008 (outbound queue full)",
+        ),
+        closes: vec("closes_total", "Connections closed by the server, by close code", "code"),
+    };
+    let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        Box::new(m.connections.clone()),
+        Box::new(m.refused.clone()),
+        Box::new(m.messages_in.clone()),
+        Box::new(m.messages_out.clone()),
+        Box::new(m.published.clone()),
+        Box::new(m.errors.clone()),
+        Box::new(m.subscriptions.clone()),
+        Box::new(m.slow_consumers.clone()),
+        Box::new(m.closes.clone()),
+    ];
+    for c in collectors {
+        if let Err(e) = m.registry.register(c) {
+            tracing::warn!(error = %e, "metric registration failed");
+        }
+    }
+    m
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(build)
+}
+
+/// Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&metrics().registry.gather(), &mut buf) {
+        tracing::warn!(error = %e, "metrics encoding failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Installs the global log subscriber; a second call is a no-op (tests start many nodes).
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_build_and_render() {
+        super::metrics().errors.with_label_values(&["INTERNAL"]).inc();
+        let text = super::render();
+        assert!(text.contains("arqonbus_errors_total{code=\"INTERNAL\"}"), "{text}");
+        assert!(text.contains("arqonbus_connections"));
+    }
+}

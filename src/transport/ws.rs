@@ -1,0 +1,277 @@
+//! The WebSocket handshake and the two tasks of a connection: a reader that feeds frames to
+//! the session, and a writer that drains the outbox in batches, pings, and closes.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::{refuse, Admission, Shared};
+use crate::auth::Identity;
+use crate::commands::{Flow, Session};
+use crate::protocol::{close, system_frame, ErrorCode, Frame, PROTOCOL_VERSION};
+use crate::routing::ConnHandle;
+use crate::telemetry::metrics;
+
+/// The subprotocol of protocol v1.
+const SUBPROTOCOL: &str = "arqonbus.v1";
+/// Frames written per flush at most.
+const WRITE_BATCH: usize = 256;
+/// Longest wait to flush queued frames before a close.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// `?token=` for browsers, which cannot set headers.
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn offers_other_subprotocols_only(headers: &HeaderMap) -> bool {
+    let mut offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    offered.peek().is_some() && !offered.any(|p| p == SUBPROTOCOL)
+}
+
+/// `GET /ws`.
+pub async fn upgrade(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let node = &st.node;
+    if node.is_draining() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "node is draining", "draining");
+    }
+    if offers_other_subprotocols_only(&headers) {
+        let msg = "this server speaks the arqonbus.v1 subprotocol only";
+        return refuse(StatusCode::BAD_REQUEST, ErrorCode::UnsupportedVersion, msg, "protocol");
+    }
+    let token = bearer(&headers).or(q.token.as_deref());
+    let identity = match node.auth.authenticate(token).await {
+        Ok(i) => i,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string(), "unauthorized"),
+    };
+    let Some(admission) = Admission::try_new(&st.admitted, node.config.server.max_connections) else {
+        let body = json!({ "error": { "code": "UNAVAILABLE", "message": "too many connections on this node", "retry_after_ms": 1000 } });
+        metrics().refused.with_label_values(&["limit"]).inc();
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response_compat();
+    };
+    let l = &node.config.limits;
+    ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_frame_bytes.saturating_mul(64).max(1 << 20))
+        .max_message_size(l.max_frame_bytes)
+        .max_frame_size(l.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            let tracker = st.tracker.clone();
+            tracker.spawn(run(st, socket, identity, admission));
+        })
+}
+
+trait IntoResponseCompat {
+    fn into_response_compat(self) -> Response;
+}
+
+impl<T: axum::response::IntoResponse> IntoResponseCompat for T {
+    fn into_response_compat(self) -> Response {
+        self.into_response()
+    }
+}
+
+async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admission) {
+    let node = st.node.clone();
+    let client_id = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let user = identity.user.clone().map(Into::into);
+    let (conn, rx) = ConnHandle::new(client_id.into(), user, node.config.limits.outbound_queue);
+    let l = &node.config.limits;
+    let welcome = system_frame(
+        "welcome",
+        None,
+        &json!({
+            "client_id": conn.client_id, "user": identity.user, "node": node.id, "protocol": PROTOCOL_VERSION,
+            "server": concat!("arqonbus ", env!("CARGO_PKG_VERSION")), "heartbeat_s": l.heartbeat_s,
+            "limits": {
+                "max_frame_bytes": l.max_frame_bytes, "publish_rate_per_s": l.publish_rate_per_s,
+                "publish_burst": l.publish_burst, "max_subscriptions": l.max_subscriptions,
+            },
+        }),
+    );
+    conn.send(welcome).await;
+    let heartbeat = Duration::from_secs(l.heartbeat_s);
+    let jitter = node.config.server.drain_jitter_ms;
+    let (sink, stream) = socket.split();
+    let writer = st.tracker.spawn(write_loop(sink, rx, conn.clone(), st.drain.clone(), heartbeat, jitter));
+    let session = Session::open(node, conn.clone(), identity).await;
+    tracing::debug!(client_id = %conn.client_id, "connected");
+    let session = read_loop(stream, session, heartbeat).await;
+    session.close().await;
+    conn.close(close::NORMAL);
+    let _ = writer.await;
+    drop(admission);
+}
+
+fn unix_deadline(expires_at: Option<i64>) -> Option<Instant> {
+    let secs = expires_at? - chrono::Utc::now().timestamp();
+    Some(Instant::now() + Duration::from_secs(secs.max(0) as u64))
+}
+
+async fn read_loop(mut stream: SplitStream<WebSocket>, mut session: Session, heartbeat: Duration) -> Session {
+    let conn = session.conn.clone();
+    let idle = sleep(heartbeat * 2);
+    tokio::pin!(idle);
+    loop {
+        let expiry = unix_deadline(session.expires_at());
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        tokio::select! {
+            biased;
+            _ = conn.closing().cancelled() => break,
+            _ = &mut idle => {
+                tracing::debug!(client_id = %conn.client_id, "heartbeat timeout");
+                conn.close(close::GOING_AWAY);
+                break;
+            }
+            _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() => {
+                conn.close(close::TOKEN_EXPIRED);
+                break;
+            }
+            msg = stream.next() => {
+                idle.as_mut().reset(Instant::now() + heartbeat * 2);
+                match msg {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Flow::Close(code) = session.handle_text(text.as_str()).await {
+                            conn.close(code);
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        conn.close(close::UNSUPPORTED_DATA);
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Err(e)) => {
+                        if let Some(code) = read_error_code(e) {
+                            conn.close(code);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    session
+}
+
+/// The close code for a read error, if the peer is still there to receive one.
+fn read_error_code(e: axum::Error) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some(close::TOO_BIG),
+        Some(WsError::Utf8(_)) => Some(close::INVALID_PAYLOAD),
+        Some(WsError::Protocol(_)) => Some(close::PROTOCOL_ERROR),
+        _ => None,
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "heartbeat timeout",
+        close::UNSUPPORTED_DATA => "binary frames are not supported",
+        close::INVALID_PAYLOAD => "text frame is not valid UTF-8",
+        close::POLICY_VIOLATION => "too many protocol violations",
+        close::TOO_BIG => "frame too large",
+        close::SERVICE_RESTART => "node draining",
+        close::TOKEN_EXPIRED => "token expired",
+        close::SLOW_CONSUMER => "slow consumer",
+        close::PROTOCOL_ERROR => "protocol error",
+        _ => "",
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Frame>,
+    conn: std::sync::Arc<ConnHandle>,
+    drain: tokio_util::sync::CancellationToken,
+    heartbeat: Duration,
+    jitter_ms: u64,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let code = loop {
+        tokio::select! {
+            biased;
+            _ = conn.closing().cancelled() => break conn.close_code().unwrap_or(close::NORMAL),
+            _ = drain.cancelled() => {
+                let after = uuid::Uuid::new_v4().as_u128() % (u128::from(jitter_ms) + 1);
+                let frame = system_frame("draining", None, &json!({ "reconnect_after_ms": after as u64 }));
+                let _ = flush_pending(&mut sink, &mut rx).await;
+                let _ = sink.send(Message::Text(frame)).await;
+                conn.close(close::SERVICE_RESTART);
+                break close::SERVICE_RESTART;
+            }
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break close::NORMAL };
+                if write_batch(&mut sink, &mut rx, frame).await.is_err() {
+                    conn.close(close::NORMAL);
+                    return;
+                }
+                conn.notify_drained();
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    conn.close(close::NORMAL);
+                    return;
+                }
+            }
+        }
+    };
+    if code != close::SLOW_CONSUMER {
+        let _ = tokio::time::timeout(CLOSE_FLUSH, flush_pending(&mut sink, &mut rx)).await;
+    }
+    if code != close::NORMAL {
+        metrics().closes.with_label_values(&[&code.to_string()]).inc();
+    }
+    let frame = CloseFrame { code, reason: close_reason(code).into() };
+    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
+}
+
+async fn write_batch(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>, first: Frame) -> Result<(), axum::Error> {
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(f) => sink.feed(Message::Text(f)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+async fn flush_pending(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Result<(), axum::Error> {
+    while let Ok(f) = rx.try_recv() {
+        sink.feed(Message::Text(f)).await?;
+    }
+    sink.flush().await
+}

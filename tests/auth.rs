@@ -1,0 +1,128 @@
+//! JWT authentication: handshake refusal, permissions, private messages to users, refresh and
+//! expiry (4001).
+
+mod common;
+
+use arqonbus::config::{AuthKind, Secret};
+use common::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
+
+fn auth_config() -> arqonbus::config::Config {
+    let mut c = config();
+    c.auth.kind = AuthKind::Jwt;
+    c.auth.jwt_secret = Some(Secret::from(SECRET));
+    c
+}
+
+fn token(sub: &str, ttl_s: i64, perms: Value) -> String {
+    let exp = chrono::Utc::now().timestamp() + ttl_s;
+    let claims = json!({ "sub": sub, "exp": exp, "arqonbus": perms });
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+fn reader(sub: &str) -> String {
+    token(
+        sub,
+        3600,
+        json!({"subscribe":["science:*"],"publish":["science:explore"],"private":true,"info":{"name":sub}}),
+    )
+}
+
+#[tokio::test]
+async fn handshake_needs_a_valid_token() {
+    let node = start(auth_config()).await;
+    assert_eq!(Client::connect_with(node.addr(), None).await.err(), Some(401));
+    assert_eq!(Client::connect_with(node.addr(), Some("garbage")).await.err(), Some(401));
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub":"x","exp":9999999999i64}),
+        &EncodingKey::from_secret(b"wrong-secret-wrong-secret-wrong-secret"),
+    )
+    .unwrap();
+    assert_eq!(Client::connect_with(node.addr(), Some(&forged)).await.err(), Some(401));
+    assert_eq!(Client::connect_with(node.addr(), Some(&token("x", -10, json!({})))).await.err(), Some(401));
+    let c = Client::connect_with(node.addr(), Some(&reader("alice"))).await.unwrap();
+    assert_eq!(c.welcome["payload"]["user"], "alice");
+    // Browsers pass the token in the query string.
+    let url = format!("{}?token={}", ws_url(node.addr()), reader("bob"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    drop(ws);
+}
+
+#[tokio::test]
+async fn permissions_are_enforced() {
+    let node = start(auth_config()).await;
+    let mut a = Client::connect_with(node.addr(), Some(&reader("alice"))).await.unwrap();
+    let r = a.subscribe("science", "explore").await;
+    assert_eq!(r["channel"], "explore");
+    a.err("subscribe", json!({"room":"art","channel":"x"}), "FORBIDDEN").await;
+    a.err("subscribe", json!({"room":"_sys","channel":"activity"}), "FORBIDDEN").await;
+    a.err("history", json!({"room":"art","channel":"x"}), "FORBIDDEN").await;
+    let v = a.request(json!({"type":"event","room":"science","channel":"other","payload":1})).await;
+    assert_eq!(v["error"]["code"], "FORBIDDEN");
+    let v = a.request(json!({"type":"event","room":"science","channel":"explore","payload":1})).await;
+    assert_eq!(v["type"], "reply");
+    let e = a.event().await;
+    assert_eq!(e["user"], "alice");
+    a.err("create_channel", json!({"room":"science","channel":"new"}), "FORBIDDEN").await;
+    a.err("delete_channel", json!({"room":"science","channel":"explore"}), "FORBIDDEN").await;
+    // Presence shows the user and the token's info.
+    let p = a.ok("presence", json!({"room":"science","channel":"explore"})).await;
+    assert_eq!(p["clients"][0]["user"], "alice");
+    assert_eq!(p["clients"][0]["info"]["name"], "alice");
+    // An admin may do everything.
+    let mut admin = Client::connect_with(node.addr(), Some(&token("root", 3600, json!({"admin":true})))).await.unwrap();
+    admin.ok("create_channel", json!({"room":"science","channel":"new"})).await;
+    admin.subscribe("_sys", "activity").await;
+    // Without the private claim, private messages are refused.
+    let mut mute = Client::connect_with(node.addr(), Some(&token("mute", 3600, json!({})))).await.unwrap();
+    let v = mute.request(json!({"type":"private","to":{"user":"alice"},"payload":1})).await;
+    assert_eq!(v["error"]["code"], "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn private_to_a_user_reaches_all_of_their_connections() {
+    let node = start(auth_config()).await;
+    let mut b1 = Client::connect_with(node.addr(), Some(&reader("bob"))).await.unwrap();
+    let mut b2 = Client::connect_with(node.addr(), Some(&reader("bob"))).await.unwrap();
+    let mut a = Client::connect_with(node.addr(), Some(&reader("alice"))).await.unwrap();
+    let v = a.request(json!({"type":"private","to":{"user":"bob"},"payload":"psst"})).await;
+    assert_eq!(v["result"]["delivered"], 2);
+    for b in [&mut b1, &mut b2] {
+        let m = b.recv().await;
+        assert_eq!(m["type"], "private");
+        assert_eq!(m["user"], "alice");
+        assert_eq!(m["to"]["user"], "bob");
+    }
+    a.silent_for(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn refresh_extends_and_expiry_closes_with_4001() {
+    let node = start(auth_config()).await;
+    let mut a = Client::connect_with(node.addr(), Some(&token("alice", 2, json!({})))).await.unwrap();
+    let r = a.ok("refresh", json!({"token": token("alice", 3600, json!({}))})).await;
+    assert!(r["expires_at"].as_str().unwrap().ends_with('Z'));
+    a.err("refresh", json!({"token": token("mallory", 3600, json!({}))}), "FORBIDDEN").await;
+    a.err("refresh", json!({"token": "garbage"}), "UNAUTHORIZED").await;
+    let e = a.err("refresh", json!({}), "VALIDATION_ERROR").await;
+    assert_eq!(e["field"], "token");
+    // Past the first token's expiry, the refreshed connection is still open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.ok("ping", json!({})).await;
+    // A connection that does not refresh is closed with 4001.
+    let mut b = Client::connect_with(node.addr(), Some(&token("bob", 1, json!({})))).await.unwrap();
+    assert_eq!(b.closed().await, Some(4001));
+}
+
+#[tokio::test]
+async fn without_auth_refresh_reports_no_expiry() {
+    let node = start(config()).await;
+    let mut a = Client::connect(node.addr()).await;
+    let r = a.ok("refresh", json!({"token":"anything"})).await;
+    assert_eq!(r["expires_at"], Value::Null);
+}
