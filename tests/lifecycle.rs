@@ -121,18 +121,20 @@ async fn the_binary_serves_and_exits_0_on_sigterm() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arqonbus"))
         .env("ARQONBUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("ARQONBUS_SERVER__DRAIN_JITTER_MS", "0")
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut c = None;
-    for _ in 0..100 {
-        if let Ok(cl) = Client::connect_with(addr, None).await.map_err(|_| ()) {
-            c = Some(cl);
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let mut c = c.expect("binary serves");
+    assert!(up, "the binary never listened");
+    let mut c = Client::connect(addr).await;
     c.ok("ping", json!({})).await;
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
