@@ -1,18 +1,14 @@
 //! `channel_info`: options, position and subscriber count of one channel.
 
 use super::{args::Args, backplane_error, to_raw, Outcome, Session};
-use crate::protocol::{ErrorBody, ErrorCode};
+use crate::protocol::ErrorBody;
 
 /// Describes a channel.
 pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
     let key = args.key()?;
     args.finish()?;
-    if !s.identity.permissions.can_subscribe(&key) {
-        return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {key}")));
-    }
+    s.open_readable(&key).await?;
     let node = &s.node;
-    let create = if key.is_reserved() { Some(node.default_options()) } else { node.create_options() };
-    node.backplane.ensure_channel(&key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(&key)))?;
     let info = node.backplane.channel_info(&key).await.map_err(|e| backplane_error(e, Some(&key)))?;
     Ok(Outcome::Reply(to_raw(&info)))
 }

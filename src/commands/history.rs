@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{args::Args, backplane_error, Node, Outcome, Session};
 use crate::backplane::HistoryQuery;
-use crate::protocol::{raw, ChannelKey, ErrorBody, ErrorCode};
+use crate::protocol::{raw, ChannelKey, ErrorBody};
 
 /// A parsed history request (shared with `GET /v1/history`).
 pub struct HistoryRequest {
@@ -30,9 +30,8 @@ impl HistoryRequest {
 
 /// Runs a history query and renders the result object as JSON text.
 pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody> {
-    let create = if req.key.is_reserved() { Some(node.default_options()) } else { node.create_options() };
     let key = &req.key;
-    node.backplane.ensure_channel(key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(key)))?;
+    node.ensure_channel(key).await?;
     let (mut events, pos) = node.backplane.history(key, req.query).await.map_err(|e| backplane_error(e, Some(key)))?;
     if req.reverse {
         events.reverse();
@@ -54,8 +53,6 @@ pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody
 pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
     let req = HistoryRequest::parse(&mut args)?;
     args.finish()?;
-    if !s.identity.permissions.can_subscribe(&req.key) {
-        return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {}", req.key)));
-    }
+    s.open_readable(&req.key).await?;
     Ok(Outcome::Reply(raw(query(&s.node, req).await?)))
 }

@@ -95,9 +95,16 @@ impl Node {
         }
     }
 
-    /// Options for implicit creation, or `None` when `auto_create` is off.
-    pub fn create_options(&self) -> Option<ChannelOptions> {
-        self.config.channels.auto_create.then(|| self.default_options())
+    /// Options for implicit creation, or `None` when `auto_create` is off. The server's own
+    /// `_` rooms are always created on use.
+    pub fn create_options(&self, key: &crate::protocol::ChannelKey) -> Option<ChannelOptions> {
+        (self.config.channels.auto_create || key.is_reserved()).then(|| self.default_options())
+    }
+
+    /// Makes sure `key` exists, creating it when channels are created on use.
+    pub async fn ensure_channel(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
+        let create = self.create_options(key);
+        self.backplane.ensure_channel(key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(key)))
     }
 
     /// Whether the node is draining.
@@ -278,6 +285,15 @@ impl Session {
     /// Checks and takes a publish token.
     fn take_publish_token(&self) -> Result<(), ErrorBody> {
         take_token(&self.limiter)
+    }
+
+    /// Checks subscribe permission on `key` (which also governs history, presence and
+    /// channel info) and makes sure the channel exists.
+    async fn open_readable(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
+        if !self.identity.permissions.can_subscribe(key) {
+            return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {key}")));
+        }
+        self.node.ensure_channel(key).await
     }
 
     fn require_admin(&self) -> Result<(), ErrorBody> {

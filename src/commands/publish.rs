@@ -45,7 +45,7 @@ pub async fn publish_event(node: &Node, origin: &Origin<'_>, ev: EventFrame) -> 
         origin: origin.client_id.to_owned(),
         idempotency_key: ev.idempotency_key,
         dedupe_window_s: node.config.channels.dedupe_window_s,
-        create: node.create_options(),
+        create: node.create_options(&ev.key),
     };
     let published = node.backplane.publish(request).await.map_err(|e| backplane_error(e, Some(&ev.key)))?;
     if !published.duplicate {

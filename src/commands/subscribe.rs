@@ -61,8 +61,7 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
         return Err(ErrorBody::new(ErrorCode::LimitExceeded, format!("at most {max} subscriptions per connection")));
     }
     let node = s.node.clone();
-    let create = if key.is_reserved() { Some(node.default_options()) } else { node.create_options() };
-    node.backplane.ensure_channel(&key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(&key)))?;
+    node.ensure_channel(&key).await?;
 
     let buffer = Some(node.config.channels.replay_buffer);
     let sub = node
