@@ -53,6 +53,6 @@ pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody
 pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
     let req = HistoryRequest::parse(&mut args)?;
     args.finish()?;
-    s.open_readable(&req.key).await?;
+    s.check_readable(&req.key)?; // `query` makes sure the channel exists
     Ok(Outcome::Reply(raw(query(&s.node, req).await?)))
 }

@@ -290,10 +290,17 @@ impl Session {
     /// Checks subscribe permission on `key` (which also governs history, presence and
     /// channel info) and makes sure the channel exists.
     async fn open_readable(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
-        if !self.identity.permissions.can_subscribe(key) {
-            return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {key}")));
-        }
+        self.check_readable(key)?;
         self.node.ensure_channel(key).await
+    }
+
+    /// The permission half of [`Session::open_readable`].
+    fn check_readable(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
+        if self.identity.permissions.can_subscribe(key) {
+            Ok(())
+        } else {
+            Err(ErrorBody::new(ErrorCode::Forbidden, format!("no subscribe permission on {key}")))
+        }
     }
 
     fn require_admin(&self) -> Result<(), ErrorBody> {
