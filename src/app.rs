@@ -1,6 +1,6 @@
 //! The composition root: the only place that names concrete backends.
 //!
-//! Builds a node from a [`Config`] — router, backplane (memory), authenticator (none/jwt) —
+//! Builds a node from a [`Config`] — router, backplane (memory or Redis), authenticator (none/jwt) —
 //! binds the listener and runs it until [`RunningNode::shutdown`], which drains in the one
 //! documented order.
 
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, JwtAuthenticator, NoAuth};
-use crate::backplane::{Backplane, Inbound, MemoryBus};
+use crate::backplane::{Backplane, Inbound, MemoryBus, RedisBackplane, RedisStartError};
 use crate::commands::Node;
 use crate::config::{AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
@@ -32,6 +32,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The backplane could not be set up.
+    #[error(transparent)]
+    Backplane(#[from] RedisStartError),
 }
 
 /// A node that is serving.
@@ -52,8 +55,15 @@ fn default_node_id() -> String {
 
 /// Starts a node on its own embedded backplane (or the configured one).
 pub async fn start(config: Config) -> Result<RunningNode, StartError> {
-    match config.backplane.kind {
+    match config.backplane.effective_kind() {
         BackplaneKind::Memory => start_on_bus(config, MemoryBus::new()).await,
+        BackplaneKind::Redis => {
+            let id = config.server.node_id.clone().unwrap_or_else(default_node_id);
+            let router = Router::new();
+            let inbound: Arc<dyn Inbound> = router.clone();
+            let backplane = RedisBackplane::connect(&config.backplane, &id, inbound).await?;
+            serve(config, id, router, Arc::new(backplane)).await
+        }
     }
 }
 

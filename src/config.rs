@@ -189,19 +189,65 @@ impl Default for ChannelsConfig {
 pub enum BackplaneKind {
     /// In-process; one node (or several in one process, for tests).
     Memory,
+    /// Redis (standalone, Cluster or Sentinel): any number of nodes.
+    Redis,
 }
 
 /// `[backplane]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackplaneConfig {
-    /// `memory`.
-    pub kind: BackplaneKind,
+    /// `memory` or `redis`; unset: `redis` when `url` is set, else `memory`.
+    pub kind: Option<BackplaneKind>,
+    /// Redis URL: `redis://`, `rediss://` (TLS), `redis-cluster://host:port?node=host:port`,
+    /// `redis-sentinel://host:port?sentinelServiceName=name&node=host:port` (TLS: `rediss-…`).
+    pub url: Option<Secret>,
+    /// ACL user name (overrides the URL's).
+    pub username: Option<String>,
+    /// Password (overrides the URL's).
+    pub password: Option<Secret>,
+    /// Sentinel: the monitored service name; with `sentinels`, overrides the URL's servers.
+    pub sentinel_service: Option<String>,
+    /// Sentinel: `host:port` of each sentinel.
+    pub sentinels: Vec<String>,
+    /// Prefix of every Redis key and pub/sub channel.
+    pub key_prefix: String,
+    /// How long one Redis command may take before it fails (ms).
+    pub command_timeout_ms: u64,
+    /// A node not heard from for this long is dead: its presence entries vanish (s).
+    pub node_ttl_s: u64,
+    /// Period of the readiness canary (publish → receive through pub/sub) (ms).
+    pub canary_interval_ms: u64,
+    /// Period of the check that every subscribed channel is at the top of its stream (ms).
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for BackplaneConfig {
     fn default() -> Self {
-        Self { kind: BackplaneKind::Memory }
+        Self {
+            kind: None,
+            url: None,
+            username: None,
+            password: None,
+            sentinel_service: None,
+            sentinels: Vec::new(),
+            key_prefix: "arqonbus".into(),
+            command_timeout_ms: 2000,
+            node_ttl_s: 10,
+            canary_interval_ms: 1000,
+            sweep_interval_ms: 5000,
+        }
+    }
+}
+
+impl BackplaneConfig {
+    /// The backplane in use.
+    pub fn effective_kind(&self) -> BackplaneKind {
+        self.kind.unwrap_or(if self.url.is_some() || !self.sentinels.is_empty() {
+            BackplaneKind::Redis
+        } else {
+            BackplaneKind::Memory
+        })
     }
 }
 
@@ -338,6 +384,7 @@ impl Config {
         if c.replay_buffer < 1 {
             return bad("channels.replay_buffer", "must be at least 1");
         }
+        self.validate_backplane()?;
         if self.auth.kind == AuthKind::Jwt {
             match &self.auth.jwt_secret {
                 None => return bad("auth.jwt_secret", "is required when auth.kind = \"jwt\""),
@@ -352,6 +399,57 @@ impl Config {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter (e.g. info, debug, arqonbus=debug)");
+        }
+        Ok(())
+    }
+
+    fn validate_backplane(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        let b = &self.backplane;
+        if b.kind == Some(BackplaneKind::Memory) && (b.url.is_some() || !b.sentinels.is_empty()) {
+            return bad("backplane.kind", "is \"memory\" but backplane.url or backplane.sentinels is set");
+        }
+        if let Some(url) = &b.url {
+            let scheme = url.expose().split("://").next().unwrap_or_default();
+            let known = ["redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel"];
+            if !url.expose().contains("://") || !known.contains(&scheme) {
+                return bad(
+                    "backplane.url",
+                    "must start with redis://, rediss://, redis-cluster:// or redis-sentinel://",
+                );
+            }
+        }
+        if b.sentinels.is_empty() != b.sentinel_service.is_none() {
+            return bad("backplane.sentinels", "and backplane.sentinel_service must be set together");
+        }
+        if b.sentinels.iter().any(|s| s.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+            return bad("backplane.sentinels", "must be host:port entries");
+        }
+        if b.key_prefix.is_empty() || b.key_prefix.len() > 64 || b.key_prefix.contains(['{', '}', ' ']) {
+            return bad("backplane.key_prefix", "must be 1-64 characters without braces or spaces");
+        }
+        let checks: [(&'static str, bool, &str); 4] = [
+            (
+                "backplane.command_timeout_ms",
+                (100..=60_000).contains(&b.command_timeout_ms),
+                "must be between 100 and 60000",
+            ),
+            ("backplane.node_ttl_s", (2..=3600).contains(&b.node_ttl_s), "must be between 2 and 3600"),
+            (
+                "backplane.canary_interval_ms",
+                (100..=60_000).contains(&b.canary_interval_ms),
+                "must be between 100 and 60000",
+            ),
+            (
+                "backplane.sweep_interval_ms",
+                (100..=600_000).contains(&b.sweep_interval_ms),
+                "must be between 100 and 600000",
+            ),
+        ];
+        for (key, ok, reason) in checks {
+            if !ok {
+                return bad(key, reason);
+            }
         }
         Ok(())
     }

@@ -396,7 +396,11 @@ async fn status_lists_every_cluster_node() {
     let _b1 = Client::connect(nodes[1].addr()).await;
     let mut b2 = Client::connect(nodes[1].addr()).await;
     for (c, me, conns) in [(&mut a, &nodes[0], 1), (&mut b2, &nodes[1], 2)] {
-        let st = c.ok("status", json!({})).await;
+        let counts = |st: &Value| {
+            let n = st["nodes"].as_array().unwrap();
+            n.len() == 2 && n.iter().all(|n| n["connections"] == if n["node"] == "node-0" { 1 } else { 2 })
+        };
+        let st = status_until(c, counts).await;
         assert_eq!(st["node"], me.node_id());
         assert_eq!(st["connections"], conns);
         let mut listed: Vec<_> = st["nodes"].as_array().unwrap().iter().collect();

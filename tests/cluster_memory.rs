@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn events_cross_nodes_in_order_and_status_lists_every_node() {
@@ -28,7 +28,8 @@ async fn events_cross_nodes_in_order_and_status_lists_every_node() {
             assert_eq!(s.event().await["offset"], want);
         }
     }
-    let st = subs[0].ok("status", json!({})).await;
+    let all_two = |st: &Value| st["nodes"].as_array().unwrap().iter().all(|n| n["connections"] == 2);
+    let st = status_until(&mut subs[0], all_two).await;
     let mut listed: Vec<_> =
         st["nodes"].as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap().to_owned()).collect();
     listed.sort();

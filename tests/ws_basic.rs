@@ -37,7 +37,7 @@ async fn ping_and_status() {
     assert_eq!(st["node"], node.node_id());
     assert_eq!(st["protocol"], "1.0");
     assert_eq!(st["connections"], 1);
-    assert_eq!(st["backplane"]["kind"], "memory");
+    assert_eq!(st["backplane"]["kind"], backplane_kind());
     assert_eq!(st["backplane"]["healthy"], true);
     let nodes = st["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 1);

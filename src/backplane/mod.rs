@@ -2,11 +2,12 @@
 //!
 //! Owns the [`Backplane`] trait — append-and-publish with offsets and epochs, subscribe by
 //! interest, history reads, presence, the channel registry and the node registry — and its
-//! implementations (`memory` here; Redis behind the same trait). Incoming traffic goes the
+//! implementations (`memory`, and `redis` for many nodes). Incoming traffic goes the
 //! other way through [`Inbound`], a handler the node gives the backplane at construction: the
 //! backplane never holds the router. Imports only `protocol`.
 
 mod memory;
+mod redis;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::protocol::{ChannelKey, EventTemplate, Frame, Target};
 
 pub use memory::{MemoryBackplane, MemoryBus};
+pub use redis::{RedisBackplane, RedisStartError};
 
 /// Errors of backplane operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

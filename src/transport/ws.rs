@@ -123,10 +123,22 @@ async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admis
     let writer = st.tracker.spawn(write_loop(sink, rx, conn.clone(), st.drain.clone(), heartbeat, jitter));
     let session = Session::open(node, conn.clone(), identity).await;
     tracing::debug!(client_id = %conn.client_id, "connected");
-    let session = read_loop(stream, session, heartbeat).await;
+    let (session, mut stream, peer_closed) = read_loop(stream, session, heartbeat).await;
     session.close().await;
     conn.close(close::NORMAL);
     let _ = writer.await;
+    if !peer_closed {
+        // Our close frame is out: read until the peer answers it (bounded), so the socket is not
+        // dropped with unread data (a TCP reset would make the peer lose the close frame).
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     drop(admission);
 }
 
@@ -135,8 +147,14 @@ fn unix_deadline(expires_at: Option<i64>) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(secs.max(0) as u64))
 }
 
-async fn read_loop(mut stream: SplitStream<WebSocket>, mut session: Session, heartbeat: Duration) -> Session {
+/// Reads until the connection ends; returns the stream and whether the peer ended it.
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    mut session: Session,
+    heartbeat: Duration,
+) -> (Session, SplitStream<WebSocket>, bool) {
     let conn = session.conn.clone();
+    let mut peer_closed = false;
     let idle = sleep(heartbeat * 2);
     tokio::pin!(idle);
     loop {
@@ -157,7 +175,10 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, mut session: Session, hea
             msg = stream.next() => {
                 idle.as_mut().reset(Instant::now() + heartbeat * 2);
                 match msg {
-                    None | Some(Ok(Message::Close(_))) => break,
+                    None | Some(Ok(Message::Close(_))) => {
+                        peer_closed = true;
+                        break;
+                    }
                     Some(Ok(Message::Text(text))) => {
                         if let Flow::Close(code) = session.handle_text(text.as_str()).await {
                             conn.close(code);
@@ -170,8 +191,11 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, mut session: Session, hea
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Err(e)) => {
-                        if let Some(code) = read_error_code(e) {
-                            conn.close(code);
+                        match read_error_code(e) {
+                            Some(code) => {
+                                conn.close(code);
+                            }
+                            None => peer_closed = true,
                         }
                         break;
                     }
@@ -179,7 +203,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, mut session: Session, hea
             }
         }
     }
-    session
+    (session, stream, peer_closed)
 }
 
 /// The close code for a read error, if the peer is still there to receive one.

@@ -32,19 +32,64 @@ pub fn config() -> Config {
     c
 }
 
+/// With `TEST_REDIS_URL` set, every node of these tests runs on that Redis (each
+/// `start`/`cluster` call under its own key prefix), so the same protocol tests check both
+/// backplanes.
+pub fn redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+}
+
+fn on_redis(mut c: Config, url: &str, prefix: &str) -> Config {
+    c.backplane.url = Some(url.into());
+    c.backplane.key_prefix = prefix.to_owned();
+    c.backplane.canary_interval_ms = 200;
+    c
+}
+
+async fn start_one(c: Config, bus: &Arc<MemoryBus>, prefix: &str) -> RunningNode {
+    match redis_url() {
+        Some(url) => arqonbus::app::start(on_redis(c, &url, prefix)).await.expect("node starts"),
+        None => start_on_bus(c, bus.clone()).await.expect("node starts"),
+    }
+}
+
+/// The backplane kind `status` reports in these tests.
+pub fn backplane_kind() -> &'static str {
+    if redis_url().is_some() {
+        "redis"
+    } else {
+        "memory"
+    }
+}
+
+/// `status` from `c`, asked again (for up to [`WAIT`]) until `pred` holds: other nodes'
+/// connection counts reach a Redis cluster a moment later.
+pub async fn status_until(c: &mut Client, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let st = c.ok("status", json!({})).await;
+        if pred(&st) || tokio::time::Instant::now() > deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Starts one node on its own bus.
 pub async fn start(c: Config) -> RunningNode {
-    start_on_bus(c, MemoryBus::new()).await.expect("node starts")
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    start_one(c, &MemoryBus::new(), &prefix).await
 }
 
 /// Starts `n` nodes sharing one in-memory bus.
 pub async fn cluster(c: Config, n: usize) -> Vec<RunningNode> {
     let bus = MemoryBus::new();
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::new();
     for i in 0..n {
         let mut ci = c.clone();
         ci.server.node_id = Some(format!("node-{i}"));
-        nodes.push(start_on_bus(ci, bus.clone()).await.expect("node starts"));
+        nodes.push(start_one(ci, &bus, &prefix).await);
     }
     nodes
 }

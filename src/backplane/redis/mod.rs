@@ -1,0 +1,614 @@
+//! The Redis backplane: many stateless nodes share one Redis (standalone, Cluster or Sentinel).
+//!
+//! Per channel: a meta hash (epoch, top offset, options), a stream (entry id = offset) and a
+//! shard pub/sub channel; publish is one Lua script (dedupe → epoch → offset → XADD → SPUBLISH
+//! of the rendered event → idempotency result), so history and live order are the same. A node
+//! subscribes in Redis only to channels its clients use. The live path (`live.rs`) checks each
+//! channel's offsets and fills any gap from the stream, sweeps every subscribed channel
+//! periodically and after a reconnect, and turns a lost stream into a new epoch that clients
+//! see (`history_lost`). Readiness is a canary published and received through pub/sub.
+
+mod keys;
+mod live;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::SubscriberClient;
+use fred::prelude::Value;
+use fred::prelude::*;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::BackplaneConfig;
+use crate::protocol::{system_frame, timestamp_now};
+use keys::Keys;
+use live::{Ctl, Track};
+use scripts::Scripts;
+
+/// Most entries of the "last offset seen" map before it is cleared (it only guards failover).
+const SEEN_CAP: usize = 100_000;
+
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
+fn bp(e: fred::error::Error) -> BackplaneError {
+    use fred::error::ErrorKind as K;
+    match e.kind() {
+        K::IO | K::Timeout | K::Canceled | K::Backpressure | K::Routing | K::Cluster | K::Sentinel => {
+            BackplaneError::Unavailable(e.to_string())
+        }
+        _ if e.details().starts_with("LOADING") || e.details().starts_with("CLUSTERDOWN") => {
+            BackplaneError::Unavailable(e.to_string())
+        }
+        _ => BackplaneError::Internal(e.to_string()),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_string()
+}
+
+fn num(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => other.as_string()?.parse().ok(),
+    }
+}
+
+fn frame_of(v: Value) -> Frame {
+    match v {
+        Value::String(s) => Frame::from(s.to_string()),
+        other => Frame::from(other.as_string().unwrap_or_default()),
+    }
+}
+
+/// A read: position plus retained events `(offset, frame, origin)`.
+struct Read {
+    pos: StreamPosition,
+    events: Vec<(u64, Frame, String)>,
+}
+
+/// Shared state of one node's Redis backplane.
+struct Inner {
+    node: String,
+    cfg: BackplaneConfig,
+    keys: Keys,
+    client: Client,
+    sub: SubscriberClient,
+    scripts: Scripts,
+    inbound: Arc<dyn Inbound>,
+    /// Channels with local subscribers: what the live path tracks.
+    tracks: Mutex<HashMap<ChannelKey, Track>>,
+    /// Serializes Redis SSUBSCRIBE/SUNSUBSCRIBE so interest changes apply in order.
+    interest: tokio::sync::Mutex<()>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    /// Highest (epoch, offset) this node saw per channel, to detect counters going back.
+    seen: Mutex<HashMap<ChannelKey, (String, u64)>>,
+    /// ms since start when the last canary came back.
+    canary_at: AtomicU64,
+    started: std::time::Instant,
+    next_request: AtomicU64,
+    private_waiters: Mutex<HashMap<u64, mpsc::UnboundedSender<usize>>>,
+    cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One node's handle on the Redis backplane.
+pub struct RedisBackplane {
+    inner: Arc<Inner>,
+}
+
+/// Why the Redis backplane could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("redis backplane: {0}")]
+pub struct RedisStartError(String);
+
+fn fred_config(cfg: &BackplaneConfig) -> Result<Config, RedisStartError> {
+    let url = cfg.url.as_ref().map_or("redis://127.0.0.1:6379", |u| u.expose());
+    let mut c = Config::from_url(url).map_err(|e| RedisStartError(format!("backplane.url: {}", e.details())))?;
+    if let Some(service) = &cfg.sentinel_service {
+        let hosts = cfg
+            .sentinels
+            .iter()
+            .filter_map(|s| s.rsplit_once(':'))
+            .filter_map(|(h, p)| Some(Server::new(h, p.parse::<u16>().ok()?)))
+            .collect();
+        c.server = ServerConfig::Sentinel {
+            hosts,
+            service_name: service.clone(),
+            username: cfg.username.clone(),
+            password: cfg.password.as_ref().map(|p| p.expose().to_owned()),
+        };
+    }
+    if let Some(u) = &cfg.username {
+        c.username = Some(u.clone());
+    }
+    if let Some(p) = &cfg.password {
+        c.password = Some(p.expose().to_owned());
+    }
+    Ok(c)
+}
+
+impl RedisBackplane {
+    /// Connects (waiting at most a few seconds: a node may start before Redis is reachable and
+    /// stays unready until it is) and starts the live path, heartbeat and canary.
+    pub async fn connect(
+        cfg: &BackplaneConfig,
+        node: &str,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<Self, RedisStartError> {
+        let timeout = Duration::from_millis(cfg.command_timeout_ms);
+        let builder = Builder::from_config(fred_config(cfg)?)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+                // A command cut by a disconnect is not sent again: a publish is never applied
+                // twice behind the client's back (it gets UNAVAILABLE and retries with its key).
+                c.max_command_attempts = 1;
+                c.unresponsive.max_timeout = Some(timeout * 2);
+                c.unresponsive.interval = Duration::from_millis(500);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+                p.broadcast_channel_capacity = 1 << 16;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
+            .clone();
+        let client = builder.build().map_err(|e| RedisStartError(e.details().to_string()))?;
+        let sub = builder.build_subscriber_client().map_err(|e| RedisStartError(e.details().to_string()))?;
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            node: node.to_owned(),
+            cfg: cfg.clone(),
+            keys: Keys::new(&cfg.key_prefix),
+            client,
+            sub,
+            scripts: Scripts::new(),
+            inbound,
+            tracks: Mutex::new(HashMap::new()),
+            interest: tokio::sync::Mutex::new(()),
+            ctl: ctl_tx,
+            seen: Mutex::new(HashMap::new()),
+            canary_at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            next_request: AtomicU64::new(1),
+            private_waiters: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+        });
+        // Subscribe to messages before connecting so nothing is missed.
+        let messages = inner.sub.message_rx();
+        let reconnects = inner.sub.reconnect_rx();
+        drop(inner.client.connect());
+        drop(inner.sub.connect());
+        let wait = Duration::from_secs(10);
+        let waits = [
+            tokio::time::timeout(wait, inner.client.wait_for_connect()).await,
+            tokio::time::timeout(wait, inner.sub.wait_for_connect()).await,
+        ];
+        for w in waits {
+            match w {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RedisStartError(format!("cannot connect: {}", e.details()))),
+                Err(_) => tracing::error!("redis not reachable yet; the node stays unready until it is"),
+            }
+        }
+        let control = [inner.keys.ctl(node), inner.keys.private()];
+        if let Err(e) = inner.sub.ssubscribe(control.to_vec()).await {
+            tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+        }
+        tokio::spawn(live::run(inner.clone(), messages, reconnects, ctl_rx));
+        tokio::spawn(live::maintain(inner.clone()));
+        let node = Self { inner };
+        // Start ready: wait (bounded) for the first canary to come back through pub/sub.
+        let deadline = tokio::time::Instant::now() + wait;
+        while !node.healthy().await && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(node)
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn connected(&self) -> BpResult<()> {
+        if self.client.is_connected() {
+            Ok(())
+        } else {
+            Err(BackplaneError::Unavailable("not connected to redis".into()))
+        }
+    }
+
+    async fn eval(
+        &self,
+        script: &fred::types::scripts::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BpResult<Value> {
+        self.connected()?;
+        script.evalsha_with_reload(&self.client, keys, args).await.map_err(bp)
+    }
+
+    /// The node's highest known offset of a channel, for the failover guard.
+    fn floor(&self, key: &ChannelKey) -> (String, u64) {
+        lock(&self.seen).get(key).cloned().unwrap_or_default()
+    }
+
+    fn saw(&self, key: &ChannelKey, epoch: &str, offset: u64) {
+        let mut seen = lock(&self.seen);
+        if seen.len() >= SEEN_CAP && !seen.contains_key(key) {
+            seen.clear();
+        }
+        match seen.get_mut(key) {
+            Some((e, o)) if e == epoch => *o = (*o).max(offset),
+            Some(entry) => *entry = (epoch.to_owned(), offset),
+            None => {
+                seen.insert(key.clone(), (epoch.to_owned(), offset));
+            }
+        }
+    }
+
+    /// Reads position and up to `limit` events in `from..=to` (`tail`: the last `limit`).
+    async fn read(&self, key: &ChannelKey, from: u64, to: Option<u64>, limit: usize, tail: bool) -> BpResult<Read> {
+        let args = vec![
+            from.to_string(),
+            to.map(|t| t.to_string()).unwrap_or_default(),
+            limit.to_string(),
+            if tail { "1" } else { "0" }.to_owned(),
+        ];
+        let v = self.eval(&self.scripts.read, vec![self.keys.meta(key), self.keys.stream(key)], args).await?;
+        if v.is_null() {
+            return Err(BackplaneError::NotFound);
+        }
+        let mut it = v.into_array().into_iter();
+        let bad = || BackplaneError::Internal("malformed read result".into());
+        let epoch = it.next().as_ref().and_then(text).ok_or_else(bad)?;
+        let top = it.next().as_ref().and_then(num).ok_or_else(bad)?;
+        let first = it.next().as_ref().and_then(num).ok_or_else(bad)?;
+        let mut events = Vec::new();
+        while let (Some(o), Some(f), Some(origin)) = (it.next(), it.next(), it.next()) {
+            events.push((num(&o).ok_or_else(bad)?, frame_of(f), text(&origin).unwrap_or_default()));
+        }
+        Ok(Read { pos: StreamPosition { epoch, top, first }, events })
+    }
+
+    async fn live_nodes(&self) -> BpResult<(u64, Vec<(String, u64, u64)>)> {
+        let ttl = (self.cfg.node_ttl_s * 1000).to_string();
+        let v = self.eval(&self.scripts.nodes, vec![self.keys.nodes(), self.keys.node_conns()], vec![ttl]).await?;
+        let mut it = v.into_array().into_iter();
+        let now = it.next().as_ref().and_then(num).unwrap_or_default();
+        let mut out = Vec::new();
+        while let (Some(n), Some(seen), Some(c)) = (it.next(), it.next(), it.next()) {
+            out.push((text(&n).unwrap_or_default(), num(&seen).unwrap_or_default(), num(&c).unwrap_or_default()));
+        }
+        Ok((now, out))
+    }
+
+    fn options_args(options: &ChannelOptions) -> [String; 5] {
+        [
+            if options.description.is_some() { "1" } else { "0" }.to_owned(),
+            options.description.clone().unwrap_or_default(),
+            options.history_size.to_string(),
+            options.history_ttl_s.to_string(),
+            if options.presence_events { "1" } else { "0" }.to_owned(),
+        ]
+    }
+
+    async fn register_in_room(&self, key: &ChannelKey) {
+        let r: Result<(), _> = self.client.sadd(self.keys.room(key.room()), key.channel()).await;
+        if let Err(e) = r {
+            tracing::warn!(channel = %key, error = %e, "cannot add channel to its room's registry");
+        }
+    }
+
+    async fn info(&self, key: &ChannelKey, live: &[(String, u64, u64)]) -> BpResult<ChannelInfo> {
+        self.connected()?;
+        let meta: HashMap<String, String> = self.client.hgetall(self.keys.meta(key)).await.map_err(bp)?;
+        if !meta.contains_key("epoch") {
+            return Err(BackplaneError::NotFound);
+        }
+        let subs: HashMap<String, i64> = self.client.hgetall(self.keys.subs(key)).await.map_err(bp)?;
+        let subscribers =
+            subs.iter().filter(|(n, _)| live.iter().any(|(l, _, _)| l == *n)).map(|(_, c)| (*c).max(0) as u64).sum();
+        let get = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+        let top = get("offset");
+        Ok(ChannelInfo {
+            room: key.room().to_owned(),
+            channel: key.channel().to_owned(),
+            description: meta.get("description").cloned(),
+            history_size: get("history_size"),
+            history_ttl_s: get("history_ttl_s"),
+            presence_events: meta.get("presence_events").is_some_and(|v| v == "1"),
+            offset: (top > 0).then_some(top),
+            epoch: meta.get("epoch").cloned().unwrap_or_default(),
+            subscribers,
+            created_at: meta.get("created_at").cloned().unwrap_or_default(),
+        })
+    }
+
+    async fn presence_change(
+        &self,
+        key: &ChannelKey,
+        client_id: &str,
+        entry: &str,
+        announce: &Frame,
+    ) -> BpResult<bool> {
+        let keys = vec![self.keys.meta(key), self.keys.presence(key)];
+        let args = vec![client_id.to_owned(), entry.to_owned(), self.keys.live(key), announce.as_str().to_owned()];
+        let v = self.eval(&self.scripts.presence, keys, args).await?;
+        Ok(num(&v) == Some(1))
+    }
+
+    /// Removes every presence entry a dead node left behind, announcing each leave.
+    async fn reap_presence(&self, dead: &str) {
+        let set = self.keys.node_presence(dead);
+        let channels: Vec<String> = self.client.smembers(&set).await.unwrap_or_default();
+        for c in channels {
+            let Some((room, channel)) = c.split_once(':') else { continue };
+            let Ok(key) = ChannelKey::parse(room, channel) else { continue };
+            let entries: HashMap<String, String> =
+                self.client.hgetall(self.keys.presence(&key)).await.unwrap_or_default();
+            for (client_id, json) in entries {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&json) else { continue };
+                if entry.get("node").and_then(|n| n.as_str()) != Some(dead) {
+                    continue;
+                }
+                let payload = serde_json::json!({
+                    "client_id": client_id, "user": entry.get("user"), "info": entry.get("info"),
+                });
+                let announce = system_frame("leave", Some(&key), &payload);
+                let _ = self.presence_change(&key, &client_id, "", &announce).await;
+            }
+            let _: Result<(), _> = self.client.hdel(self.keys.subs(&key), dead).await;
+        }
+        let _: Result<(), _> = self.client.del(&set).await;
+        tracing::info!(node = dead, "removed a dead node's presence");
+    }
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn healthy(&self) -> bool {
+        let i = &self.inner;
+        let fresh = i.now_ms().saturating_sub(i.canary_at.load(Ordering::Acquire))
+            <= i.cfg.canary_interval_ms * 3 + i.cfg.command_timeout_ms;
+        i.canary_at.load(Ordering::Acquire) > 0 && fresh && i.client.is_connected() && i.sub.is_connected()
+    }
+
+    async fn ensure_channel(&self, key: &ChannelKey, create: Option<&ChannelOptions>) -> BpResult<()> {
+        let i = &self.inner;
+        i.connected()?;
+        let exists: bool = i.client.exists(i.keys.meta(key)).await.map_err(bp)?;
+        if exists {
+            return Ok(());
+        }
+        let options = create.ok_or(BackplaneError::NotFound)?;
+        let [has_desc, desc, size, ttl, pe] = Inner::options_args(options);
+        let args = vec![new_epoch(), timestamp_now(), has_desc, desc, size, ttl, pe];
+        let created = i.eval(&i.scripts.create, vec![i.keys.meta(key)], args).await?;
+        if num(&created) == Some(1) {
+            i.register_in_room(key).await;
+        }
+        Ok(())
+    }
+
+    async fn create_channel(&self, key: &ChannelKey, options: ChannelOptions) -> BpResult<ChannelInfo> {
+        let i = &self.inner;
+        let [has_desc, desc, size, ttl, pe] = Inner::options_args(&options);
+        let args = vec![new_epoch(), timestamp_now(), has_desc, desc, size, ttl, pe];
+        let created = i.eval(&i.scripts.create, vec![i.keys.meta(key)], args).await?;
+        if num(&created) != Some(1) {
+            return Err(BackplaneError::Exists);
+        }
+        i.register_in_room(key).await;
+        i.info(key, &[]).await
+    }
+
+    async fn delete_channel(&self, key: &ChannelKey) -> BpResult<()> {
+        let i = &self.inner;
+        let keys = vec![i.keys.meta(key), i.keys.stream(key), i.keys.presence(key), i.keys.subs(key)];
+        let deleted = i.eval(&i.scripts.delete, keys, vec![i.keys.live(key)]).await?;
+        let _: Result<(), _> = i.client.srem(i.keys.room(key.room()), key.channel()).await;
+        if num(&deleted) != Some(1) {
+            return Err(BackplaneError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_channels(&self, room: &str) -> BpResult<Vec<ChannelInfo>> {
+        let i = &self.inner;
+        i.connected()?;
+        let mut names: Vec<String> = i.client.smembers(i.keys.room(room)).await.map_err(bp)?;
+        names.sort();
+        let (_, live) = i.live_nodes().await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let Ok(key) = ChannelKey::parse(room, &name) else { continue };
+            match i.info(&key, &live).await {
+                Ok(info) => out.push(info),
+                Err(BackplaneError::NotFound) => {
+                    let _: Result<(), _> = i.client.srem(i.keys.room(room), &name).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn channel_info(&self, key: &ChannelKey) -> BpResult<ChannelInfo> {
+        let (_, live) = self.inner.live_nodes().await?;
+        self.inner.info(key, &live).await
+    }
+
+    async fn publish(&self, req: PublishRequest) -> BpResult<Published> {
+        let i = &self.inner;
+        let mut keys = vec![i.keys.meta(&req.key), i.keys.stream(&req.key)];
+        if let Some(k) = &req.idempotency_key {
+            keys.push(i.keys.idem(&req.key, k));
+        }
+        let (floor_epoch, floor) = i.floor(&req.key);
+        let options = req.create.as_ref();
+        let [has_desc, desc, size, ttl, pe] = options.map(Inner::options_args).unwrap_or_default();
+        let args = vec![
+            req.message_id.clone(),
+            req.template.head().to_owned(),
+            req.template.tail().to_owned(),
+            req.origin.clone(),
+            req.dedupe_window_s.to_string(),
+            if options.is_some() { "1" } else { "0" }.to_owned(),
+            new_epoch(),
+            timestamp_now(),
+            has_desc,
+            desc,
+            size,
+            ttl,
+            pe,
+            i.keys.live(&req.key),
+            floor_epoch,
+            floor.to_string(),
+        ];
+        let v = i.eval(&i.scripts.publish, keys, args).await?;
+        let parts = v.into_array();
+        let bad = || BackplaneError::Internal("malformed publish result".into());
+        match parts.first().and_then(text).as_deref() {
+            Some("ok") => {
+                let epoch = parts.get(1).and_then(text).ok_or_else(bad)?;
+                let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
+                i.saw(&req.key, &epoch, offset);
+                if parts.get(3).and_then(num) == Some(1) {
+                    i.register_in_room(&req.key).await;
+                }
+                Ok(Published { id: req.message_id, offset, duplicate: false })
+            }
+            Some("dup") => {
+                let cached = parts.get(1).and_then(text).ok_or_else(bad)?;
+                let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
+                Ok(Published { id: id.to_owned(), offset: offset.parse().map_err(|_| bad())?, duplicate: true })
+            }
+            Some("nf") => Err(BackplaneError::NotFound),
+            _ => Err(bad()),
+        }
+    }
+
+    async fn position(&self, key: &ChannelKey) -> BpResult<StreamPosition> {
+        Ok(self.inner.read(key, 0, None, 0, false).await?.pos)
+    }
+
+    async fn read_range(&self, key: &ChannelKey, from: u64, to: u64, limit: usize) -> BpResult<Vec<StoredEvent>> {
+        let r = self.inner.read(key, from, Some(to), limit, false).await?;
+        Ok(r.events.into_iter().map(|(offset, frame, _)| StoredEvent { offset, frame }).collect())
+    }
+
+    async fn history(&self, key: &ChannelKey, q: HistoryQuery) -> BpResult<(Vec<StoredEvent>, StreamPosition)> {
+        let to = q.before.map(|b| b.saturating_sub(1));
+        if q.before == Some(0) {
+            return Ok((Vec::new(), self.position(key).await?));
+        }
+        let r = match q.since {
+            Some(since) => self.inner.read(key, since + 1, to, q.limit, false).await?,
+            None => self.inner.read(key, 1, to, q.limit, true).await?,
+        };
+        let events = r.events.into_iter().map(|(offset, frame, _)| StoredEvent { offset, frame }).collect();
+        Ok((events, r.pos))
+    }
+
+    async fn subscribe(&self, key: &ChannelKey) -> BpResult<()> {
+        live::subscribe(&self.inner, key).await
+    }
+
+    async fn unsubscribe(&self, key: &ChannelKey) -> BpResult<()> {
+        live::unsubscribe(&self.inner, key).await
+    }
+
+    async fn send_private(&self, target: &Target, frame: &Frame) -> BpResult<usize> {
+        live::send_private(&self.inner, target, frame).await
+    }
+
+    async fn presence_join(&self, key: &ChannelKey, entry: PresenceEntry, announce: Frame) -> BpResult<()> {
+        let i = &self.inner;
+        let json = serde_json::to_string(&entry).map_err(|e| BackplaneError::Internal(e.to_string()))?;
+        let set = i.keys.node_presence(&i.node);
+        let _: () = i.client.sadd(&set, key.as_str()).await.map_err(bp)?;
+        if !i.presence_change(key, &entry.client_id, &json, &announce).await? {
+            return Err(BackplaneError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn presence_leave(&self, key: &ChannelKey, client_id: &str, announce: Frame) -> BpResult<()> {
+        self.inner.presence_change(key, client_id, "", &announce).await.map(|_| ())
+    }
+
+    async fn presence(&self, key: &ChannelKey) -> BpResult<Vec<PresenceEntry>> {
+        let i = &self.inner;
+        i.connected()?;
+        let exists: bool = i.client.exists(i.keys.meta(key)).await.map_err(bp)?;
+        if !exists {
+            return Err(BackplaneError::NotFound);
+        }
+        let (_, live) = i.live_nodes().await?;
+        let raw: HashMap<String, String> = i.client.hgetall(i.keys.presence(key)).await.map_err(bp)?;
+        let mut out: Vec<PresenceEntry> = raw
+            .values()
+            .filter_map(|j| {
+                let v: serde_json::Value = serde_json::from_str(j).ok()?;
+                let node = v.get("node")?.as_str()?.to_owned();
+                live.iter().any(|(n, _, _)| *n == node).then(|| PresenceEntry {
+                    client_id: v.get("client_id").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
+                    user: v.get("user").and_then(|u| u.as_str()).map(str::to_owned),
+                    node,
+                    joined_at: v.get("joined_at").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
+                    info: v.get("info").cloned().unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.client_id.cmp(&b.client_id)));
+        Ok(out)
+    }
+
+    async fn nodes(&self) -> BpResult<Vec<NodeInfo>> {
+        let (_, live) = self.inner.live_nodes().await?;
+        Ok(live
+            .into_iter()
+            .map(|(node, seen, connections)| NodeInfo {
+                connections: if node == self.inner.node { self.inner.inbound.connections() } else { connections },
+                node,
+                last_seen: chrono::DateTime::from_timestamp_millis(seen as i64)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn leave(&self) {
+        let i = &self.inner;
+        i.cancel.cancel();
+        let ttl = (i.cfg.node_ttl_s * 1000).to_string();
+        let reaped =
+            i.eval(&i.scripts.reap, vec![i.keys.nodes(), i.keys.node_conns()], vec![ttl, i.node.clone()]).await;
+        if let Ok(dead) = reaped {
+            for node in dead.into_array().iter().filter_map(Value::as_string) {
+                i.reap_presence(&node).await;
+            }
+        }
+        let _ = i.sub.quit().await;
+        let _ = i.client.quit().await;
+    }
+}
