@@ -1,0 +1,19 @@
+//! Integration harness: real Redis servers, each on free ports in its own temp dir.
+//!
+//! Every process belongs to a handle and is killed (and reaped) when the handle drops, also
+//! when a test panics — then the last lines of its log are printed. Starters wait by polling
+//! and fail loudly with the log tail. Integration tests include this with `mod support;`.
+#![allow(dead_code)]
+
+#[path = "../../tests/common/mod.rs"]
+pub mod common;
+
+mod process;
+mod redis;
+
+// Each test binary uses part of the harness.
+#[allow(unused_imports)]
+pub use self::{
+    process::free_port,
+    redis::{redis_cli, Redis, RedisOpts, DEFAULT_ACL_RULES},
+};
