@@ -1,9 +1,10 @@
 //! The integration harness itself, against real processes: standalone Redis (restart with and
-//! without AOF, ACL).
+//! without AOF, ACL), Redis Cluster, Sentinel failover.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use support::*;
 
@@ -81,4 +82,59 @@ fn a_redis_that_cannot_start_fails_loudly_with_its_log() {
     });
     let text = panic_text(failed.err().expect("start panics"));
     assert!(text.contains("did not answer PING") && text.contains("no-such-directive"), "{text}");
+}
+
+#[test]
+fn cluster_of_three_masters_spreads_keys_over_all_of_them() {
+    let c = RedisCluster::start(3);
+    let ports = c.ports();
+    assert_eq!(ports.len(), 3);
+    assert_eq!(c.seed_url(), format!("redis://127.0.0.1:{}", ports[0]));
+    assert_eq!(c.urls(), ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>());
+    for &p in &ports {
+        let info = c.cli(p, &["CLUSTER", "INFO"]);
+        assert!(info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384"), "{info}");
+    }
+    let mut owners = BTreeSet::new();
+    for i in 0..30 {
+        let key = format!("arqonbus:key:{i}");
+        assert_eq!(c.cli_c(&["SET", &key, &i.to_string()]), "OK");
+        let owner = c.owner_of(&key);
+        // The owner serves it directly (no MOVED).
+        assert_eq!(c.cli(owner, &["GET", &key]), i.to_string());
+        owners.insert(owner);
+    }
+    assert_eq!(owners, ports.iter().copied().collect(), "keys land on every master");
+    let total: u64 = ports.iter().map(|&p| c.cli(p, &["DBSIZE"]).parse::<u64>().unwrap()).sum();
+    assert_eq!(total, 30);
+    // Hash tags keep a room's keys on one master.
+    assert_eq!(c.owner_of("arqonbus:{room}:a"), c.owner_of("arqonbus:{room}:b"));
+}
+
+#[test]
+fn sentinel_failover_moves_the_master_to_the_other_port() {
+    let s = RedisSentinel::start();
+    assert_eq!(s.service_name(), "arqonbus");
+    assert_eq!(s.sentinel_addrs().len(), 3);
+    assert!(s.sentinel_addrs().iter().all(|a| a.starts_with("127.0.0.1:")));
+    let ports = s.ports();
+    let old = s.master_port();
+    assert_eq!(old, ports[0]);
+    let new = s.failover();
+    assert_eq!(new, ports[1], "the replica is promoted");
+    assert_eq!(s.master_port(), new);
+    let m = redis_cli(new, None, &["INFO", "replication"]);
+    assert!(m.contains("role:master"), "{m}");
+    assert_eq!(redis_cli(new, None, &["SET", "arqonbus:after", "1"]), "OK");
+}
+
+#[test]
+fn sentinel_promotes_the_replica_when_the_master_is_killed() {
+    let mut s = RedisSentinel::start();
+    let ports = s.ports();
+    let killed = s.kill_master();
+    assert_eq!(killed, ports[0]);
+    let new = s.wait_for_new_master(killed, Duration::from_secs(30));
+    assert_eq!(new, ports[1]);
+    assert_eq!(redis_cli(new, None, &["SET", "arqonbus:after", "1"]), "OK");
 }

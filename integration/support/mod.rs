@@ -1,4 +1,4 @@
-//! Integration harness: real Redis servers, each on free ports in its own temp dir.
+//! Integration harness: real Redis topologies (standalone, Cluster, Sentinel), each on free ports in its own temp dir.
 //!
 //! Every process belongs to a handle and is killed (and reaped) when the handle drops, also
 //! when a test panics — then the last lines of its log are printed. Starters wait by polling
@@ -8,12 +8,16 @@
 #[path = "../../tests/common/mod.rs"]
 pub mod common;
 
+mod cluster;
 mod process;
 mod redis;
+mod sentinel;
 
 // Each test binary uses part of the harness.
 #[allow(unused_imports)]
 pub use self::{
+    cluster::RedisCluster,
     process::free_port,
     redis::{redis_cli, Redis, RedisOpts, DEFAULT_ACL_RULES},
+    sentinel::RedisSentinel,
 };
