@@ -1,12 +1,23 @@
 //! The integration harness itself, against real processes: standalone Redis (restart with and
-//! without AOF, ACL), Redis Cluster, Sentinel failover.
+//! without AOF, ACL), Redis Cluster, Sentinel failover, and a gateway process.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use serde_json::json;
+use support::common::Client;
 use support::*;
+
+/// Whether a process with this pid exists (`kill -0`).
+fn alive(pid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
     e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
@@ -76,15 +87,6 @@ fn acl_user_gets_in_and_the_default_user_is_refused() {
 }
 
 #[test]
-fn a_redis_that_cannot_start_fails_loudly_with_its_log() {
-    let failed = std::panic::catch_unwind(|| {
-        Redis::start_with(RedisOpts { args: vec!["--no-such-directive".into(), "1".into()], ..RedisOpts::default() })
-    });
-    let text = panic_text(failed.err().expect("start panics"));
-    assert!(text.contains("did not answer PING") && text.contains("no-such-directive"), "{text}");
-}
-
-#[test]
 fn cluster_of_three_masters_spreads_keys_over_all_of_them() {
     let c = RedisCluster::start(3);
     let ports = c.ports();
@@ -137,4 +139,65 @@ fn sentinel_promotes_the_replica_when_the_master_is_killed() {
     let new = s.wait_for_new_master(killed, Duration::from_secs(30));
     assert_eq!(new, ports[1]);
     assert_eq!(redis_cli(new, None, &["SET", "arqonbus:after", "1"]), "OK");
+}
+
+#[tokio::test]
+async fn gateway_process_serves_a_client_and_exits_0_on_sigterm() {
+    let mut g = Gateway::spawn(&[]).await;
+    assert_eq!(g.ready().await, 200);
+    g.wait_ready(200, Duration::from_secs(1)).await;
+    assert_eq!(g.ws_url(), format!("ws://{}/ws", g.addr()));
+    let mut c = Client::connect(g.addr()).await;
+    assert!(!c.client_id.is_empty(), "{}", c.welcome);
+    c.ok("ping", json!({})).await;
+    g.sigterm();
+    assert_eq!(c.recv().await["event"], "draining");
+    assert_eq!(c.closed().await, Some(1012));
+    let status = g.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", g.output());
+    assert_eq!(g.ready().await, 0, "nothing listens any more");
+}
+
+#[tokio::test]
+async fn gateway_takes_extra_env_and_dies_on_kill9() {
+    let mut g = Gateway::spawn(&[("ARQONBUS_SERVER__NODE_ID", "harness-node".to_string())]).await;
+    let c = Client::connect(g.addr()).await;
+    assert_eq!(c.welcome["payload"]["node"], "harness-node");
+    let status = g.kill9();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(g.ready().await, 0);
+}
+
+#[tokio::test]
+async fn a_gateway_that_cannot_start_fails_loudly_with_its_output() {
+    let failed =
+        tokio::spawn(async { Gateway::spawn(&[("ARQONBUS_LIMITS__HEARTBEAT_S", "0".to_string())]).await }).await;
+    let text = panic_text(failed.err().expect("spawn panics").into_panic());
+    assert!(text.contains("exited") && text.contains("limits.heartbeat_s"), "{text}");
+}
+
+#[test]
+fn a_redis_that_cannot_start_fails_loudly_with_its_log() {
+    let failed = std::panic::catch_unwind(|| {
+        Redis::start_with(RedisOpts { args: vec!["--no-such-directive".into(), "1".into()], ..RedisOpts::default() })
+    });
+    let text = panic_text(failed.err().expect("start panics"));
+    assert!(text.contains("did not answer PING") && text.contains("no-such-directive"), "{text}");
+}
+
+#[tokio::test]
+async fn dropping_a_handle_kills_its_processes() {
+    let g = Gateway::spawn(&[]).await;
+    let r = Redis::start();
+    let (gw, redis) = (g.pid(), r.pid().unwrap());
+    assert!(alive(gw) && alive(redis));
+    drop(g);
+    drop(r);
+    assert!(!alive(gw) && !alive(redis));
+    let c = RedisCluster::start(3);
+    let ports = c.ports();
+    drop(c);
+    for p in ports {
+        assert!(redis_cli(p, None, &["PING"]).contains("Could not connect"), "cluster node :{p} still up");
+    }
 }

@@ -1,4 +1,5 @@
-//! Integration harness: real Redis topologies (standalone, Cluster, Sentinel), each on free ports in its own temp dir.
+//! Integration harness: real Redis topologies (standalone, Cluster, Sentinel) and real
+//! `arqonbus` gateway processes, each on free ports in its own temp dir.
 //!
 //! Every process belongs to a handle and is killed (and reaped) when the handle drops, also
 //! when a test panics — then the last lines of its log are printed. Starters wait by polling
@@ -9,6 +10,7 @@
 pub mod common;
 
 mod cluster;
+mod gateway;
 mod process;
 mod redis;
 mod sentinel;
@@ -17,6 +19,7 @@ mod sentinel;
 #[allow(unused_imports)]
 pub use self::{
     cluster::RedisCluster,
+    gateway::Gateway,
     process::free_port,
     redis::{redis_cli, Redis, RedisOpts, DEFAULT_ACL_RULES},
     sentinel::RedisSentinel,
