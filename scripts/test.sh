@@ -35,10 +35,18 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "==> tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  # The crate has no doctests; nextest runs every unit and end-to-end test.
-  cargo nextest run --locked --no-fail-fast --test-threads 4
-else
-  cargo test --locked --no-fail-fast
-fi
+echo "==> tests (memory backplane; integration/ starts its own Redis topologies)"
+# The crate has no doctests; nextest runs every unit, end-to-end and integration test.
+cargo nextest run --locked --no-fail-fast --test-threads 4
+
+# The protocol tests of tests/ once more, every node on a real Redis: both backplanes must
+# behave the same to a client.
+echo "==> protocol tests again, on the Redis backplane"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis_dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
+  --logfile "$redis_dir/redis.log" --daemonize yes --pidfile "$redis_dir/redis.pid"
+trap 'kill "$(cat "$redis_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+TEST_REDIS_URL="redis://127.0.0.1:$port" cargo nextest run --locked --no-fail-fast --test-threads 4 \
+  -E 'kind(test) and not binary(harness) and not binary(/^redis_/)'

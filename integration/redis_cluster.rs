@@ -1,0 +1,2 @@
+//! Placeholder replaced by the tests of this file.
+mod support;
