@@ -1,2 +1,171 @@
-//! Placeholder replaced by the tests of this file.
+//! Redis trouble is never silent: a restart without persistence (readiness 503 → 200,
+//! publishes refused with UNAVAILABLE and never acked, then a new epoch reported), a restart
+//! with AOF (nothing lost), a killed pub/sub connection (the gap is filled from the stream),
+//! and a counter that went back as after a failover (new epoch, no offset reused).
+
+mod follow;
 mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::common::{Client, Read};
+use support::*;
+
+async fn gateway(redis: &Redis) -> Gateway {
+    let g = Gateway::spawn(&[
+        // Retention above what these tests publish: a gap is always fillable from the stream.
+        ("ARQONBUS_CHANNELS__HISTORY_SIZE", "10000".into()),
+        ("ARQONBUS_BACKPLANE__URL", redis.url()),
+        ("ARQONBUS_BACKPLANE__CANARY_INTERVAL_MS", "200".into()),
+        ("ARQONBUS_BACKPLANE__COMMAND_TIMEOUT_MS", "500".into()),
+        ("ARQONBUS_BACKPLANE__SWEEP_INTERVAL_MS", "300".into()),
+    ])
+    .await;
+    g.wait_ready(200, Duration::from_secs(15)).await;
+    g
+}
+
+/// Publishes with an id; the whole answer frame.
+async fn try_publish(c: &mut Client, channel: &str, payload: Value) -> Value {
+    c.request(json!({ "type": "event", "room": "r", "channel": channel, "payload": payload })).await
+}
+
+/// Reads frames until an event with `offset` or a system frame; returns what ended it.
+async fn next_event_or_system(c: &mut Client) -> Value {
+    loop {
+        match c.next_read().await {
+            Read::Frame(v) if v["type"] == "event" || v["type"] == "system" => return v,
+            Read::Frame(_) => {}
+            Read::Closed(code) => panic!("connection closed ({code:?}); existing WebSockets must stay open"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_persistence_is_reported_as_a_new_epoch_never_a_silent_gap() {
+    let mut redis = Redis::start();
+    let gw = gateway(&redis).await;
+    let mut sub = Client::connect(gw.addr()).await;
+    let first = sub.subscribe("r", "c").await;
+    let mut publisher = Client::connect(gw.addr()).await;
+    for i in 1..=20u64 {
+        assert_eq!(publisher.publish("r", "c", json!(i)).await["offset"], i);
+        assert_eq!(sub.event().await["offset"], i);
+    }
+    redis.kill();
+    gw.wait_ready(503, Duration::from_secs(10)).await;
+    // While cut off: refused with UNAVAILABLE and a retry hint, never acked.
+    let refused = try_publish(&mut publisher, "c", json!("lost")).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE");
+    assert!(refused["error"]["retry_after_ms"].as_u64().unwrap() > 0);
+    redis.restart();
+    gw.wait_ready(200, Duration::from_secs(20)).await;
+    // The subscriber is told its history is gone (the stream was lost with Redis).
+    let told = next_event_or_system(&mut sub).await;
+    assert_eq!(told["event"], "unsubscribed", "{told}");
+    assert_eq!(told["payload"]["reason"], "history_lost");
+    // Resuming reports the loss: a new epoch and recovered:false.
+    let since = json!({ "offset": 20, "epoch": first["epoch"] });
+    let again = sub.ok("subscribe", json!({ "room": "r", "channel": "c", "since": since })).await;
+    assert_eq!(again["recovered"], false, "{again}");
+    assert_ne!(again["epoch"], first["epoch"]);
+    let ack = publisher.publish("r", "c", json!("after")).await;
+    let ev = sub.event().await;
+    assert_eq!(ev["offset"], ack["offset"]);
+    assert_eq!(ev["payload"], "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_aof_loses_nothing_and_keeps_the_epoch() {
+    let mut redis = Redis::start_with(RedisOpts { aof: true, ..Default::default() });
+    let gw = gateway(&redis).await;
+    let mut sub = Client::connect(gw.addr()).await;
+    let first = sub.subscribe("r", "c").await;
+    let mut publisher = Client::connect(gw.addr()).await;
+    for i in 1..=20u64 {
+        publisher.publish("r", "c", json!(i)).await;
+    }
+    redis.stop();
+    gw.wait_ready(503, Duration::from_secs(10)).await;
+    let refused = try_publish(&mut publisher, "c", json!("refused")).await;
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
+    redis.restart();
+    gw.wait_ready(200, Duration::from_secs(20)).await;
+    for i in 21..=40u64 {
+        assert_eq!(publisher.publish("r", "c", json!(i)).await["offset"], i);
+    }
+    // The live subscriber saw every acked event once, in order, across the restart.
+    for want in 1..=40u64 {
+        let ev = next_event_or_system(&mut sub).await;
+        assert_eq!(ev["offset"], want, "{ev}");
+        assert_eq!(ev["payload"], want);
+    }
+    let h = sub.ok("history", json!({ "room": "r", "channel": "c", "limit": 100 })).await;
+    assert_eq!(h["epoch"], first["epoch"]);
+    let offsets: Vec<u64> = h["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=40).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_pubsub_connection_leaves_no_hole() {
+    let redis = Redis::start();
+    let gw = gateway(&redis).await;
+    let total = 6000u64;
+    let addrs = vec![gw.addr()];
+    let dead = follow::Dead::default();
+    let follower = tokio::spawn(async move {
+        follow::follow(addrs, 0, "r", "c", total, dead, Duration::from_secs(60)).await
+    });
+    let mut probe = Client::connect(gw.addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe.ok("channel_info", json!({ "room": "r", "channel": "c" })).await["subscribers"] != 1 {
+        assert!(Instant::now() < deadline, "the follower subscribes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut publisher = Client::connect(gw.addr()).await;
+    let mut kills = 0;
+    for i in 1..=total {
+        publisher.publish_silent("r", "c", json!(i)).await;
+        if i % 1500 == 0 {
+            // Cut the node's Redis subscriber connection while events keep coming.
+            let out = redis.admin_cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            kills += out.parse::<u64>().unwrap_or(0);
+        }
+        if i % 300 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(kills >= 2, "pub/sub connections killed: {kills}");
+    let seen = follower.await.expect("follower");
+    seen.assert_contiguous(total, "subscriber");
+    assert_eq!(seen.client_ids.len(), 1, "the WebSocket stayed open");
+    assert!(seen.unsubscribed.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_went_back_gets_a_new_epoch_and_no_offset_is_reused() {
+    let redis = Redis::start();
+    let gw = gateway(&redis).await;
+    let mut sub = Client::connect(gw.addr()).await;
+    let first = sub.subscribe("r", "c").await;
+    let mut publisher = Client::connect(gw.addr()).await;
+    for i in 1..=10u64 {
+        publisher.publish("r", "c", json!(i)).await;
+        assert_eq!(sub.event().await["offset"], i);
+    }
+    // What an asynchronous failover does: the new master lacks the last writes.
+    redis.admin_cli(&["HSET", "arqonbus:{r:c}:meta", "offset", "6"]);
+    redis.admin_cli(&["XTRIM", "arqonbus:{r:c}:stream", "MAXLEN", "6"]);
+    let told = next_event_or_system(&mut sub).await;
+    assert_eq!(told["event"], "unsubscribed", "{told}");
+    assert_eq!(told["payload"]["reason"], "history_lost");
+    let again = sub
+        .ok("subscribe", json!({ "room": "r", "channel": "c", "since": { "offset": 10, "epoch": first["epoch"] } }))
+        .await;
+    assert_eq!(again["recovered"], false);
+    assert_ne!(again["epoch"], first["epoch"]);
+    let ack = publisher.publish("r", "c", json!("next")).await;
+    assert!(ack["offset"].as_u64().unwrap() > 10, "offsets 7..10 are never handed out again: {ack}");
+}
