@@ -20,6 +20,9 @@ pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> 
     let identity = s.node.auth.authenticate(Some(&token)).await.map_err(|e| match e {
         AuthError::Missing => ErrorBody::field("token", "token is required"),
         AuthError::Invalid(_) => ErrorBody::new(ErrorCode::Unauthorized, "invalid or expired token"),
+        AuthError::Unavailable(_) => {
+            ErrorBody::new(ErrorCode::Unavailable, "authentication is unavailable, retry later").retry_after(1000)
+        }
     })?;
     if identity.user != s.identity.user {
         return Err(ErrorBody::new(ErrorCode::Forbidden, "the new token is for another user"));
