@@ -38,7 +38,7 @@ use crate::protocol::{
 use crate::routing::{ConnHandle, Router};
 use crate::telemetry::metrics;
 
-pub use activity::Activity;
+pub use activity::{Activity, ErrorContext};
 pub use args::Args;
 pub use publish::{publish_event, Origin};
 
@@ -151,6 +151,13 @@ pub fn to_raw<T: Serialize>(v: &T) -> Box<RawValue> {
     raw(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
 }
 
+/// The channel a command's args name, when both names are valid (for error activity only).
+fn args_key(args: &serde_json::Map<String, serde_json::Value>) -> Option<crate::protocol::ChannelKey> {
+    let room = args.get("room")?.as_str()?;
+    let channel = args.get("channel")?.as_str()?;
+    crate::protocol::ChannelKey::parse(room, channel).ok()
+}
+
 /// What a handler produced.
 pub enum Outcome {
     /// A result to send as the `reply`.
@@ -201,7 +208,10 @@ impl Session {
     pub async fn handle_text(&mut self, text: &str) -> Flow {
         let frame = match parse_client_frame(text) {
             Ok(f) => f,
-            Err(r) => return self.reject(r).await,
+            Err(r) => {
+                let ctx = ErrorContext { frame_type: r.frame_type, ..Default::default() };
+                return self.reject(r, ctx).await;
+            }
         };
         let kind = match &frame {
             ClientFrame::Event(_) => "event",
@@ -209,10 +219,18 @@ impl Session {
             ClientFrame::Command(_) => "command",
         };
         metrics().messages_in.with_label_values(&[kind]).inc();
+        // What an error activity event may say about the frame (cheap: an Arc clone for
+        // events, the name for commands, which are not the hot path).
+        let mut ctx = ErrorContext { frame_type: Some(kind), ..Default::default() };
         let (request_id, result) = match frame {
-            ClientFrame::Event(ev) => (ev.id.clone(), publish::from_client(self, ev).await),
+            ClientFrame::Event(ev) => {
+                ctx.key = Some(ev.key.clone());
+                (ev.id.clone(), publish::from_client(self, ev).await)
+            }
             ClientFrame::Private(p) => (p.id.clone(), publish::private(self, p).await),
             ClientFrame::Command(c) => {
+                ctx.command = Some(c.command.chars().take(64).collect());
+                ctx.key = args_key(&c.args);
                 let id = c.id.clone();
                 (Some(id), self.command(c).await)
             }
@@ -225,7 +243,7 @@ impl Session {
                 }
                 Flow::Continue
             }
-            Err(error) => self.reject(Rejection { request_id, error }).await,
+            Err(error) => self.reject(Rejection { request_id, frame_type: Some(kind), error }, ctx).await,
         }
     }
 
@@ -251,21 +269,30 @@ impl Session {
         }
     }
 
-    async fn reject(&mut self, r: Rejection) -> Flow {
+    /// Answers a refused frame with its `error`, reports it on `_sys:activity`, and counts
+    /// protocol violations (the tenth in a row closes with 1008).
+    async fn reject(&mut self, r: Rejection, ctx: ErrorContext) -> Flow {
         let code = r.error.code;
         metrics().errors.with_label_values(&[code.as_str()]).inc();
         tracing::debug!(client_id = %self.conn.client_id, error = code.as_str(), "frame refused");
         self.conn.send(error_frame(r.request_id.as_deref(), &r.error)).await;
+        let mut flow = Flow::Continue;
         if code.is_violation() {
             self.violations += 1;
             if self.violations >= self.node.config.limits.max_violations {
                 tracing::info!(client_id = %self.conn.client_id, "too many protocol violations, closing with 1008");
-                return Flow::Close(crate::protocol::close::POLICY_VIOLATION);
+                flow = Flow::Close(crate::protocol::close::POLICY_VIOLATION);
             }
         } else {
             self.violations = 0;
         }
-        Flow::Continue
+        let close = match flow {
+            Flow::Close(c) => Some(c),
+            Flow::Continue => None,
+        };
+        let user = self.identity.user.as_deref();
+        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close).await;
+        flow
     }
 
     /// Publishes an activity event to `_sys:activity`.
