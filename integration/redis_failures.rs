@@ -115,9 +115,8 @@ async fn a_killed_pubsub_connection_leaves_no_hole() {
     let total = 6000u64;
     let addrs = vec![gw.addr()];
     let dead = follow::Dead::default();
-    let follower = tokio::spawn(async move {
-        follow::follow(addrs, 0, "r", "c", total, dead, Duration::from_secs(60)).await
-    });
+    let follower =
+        tokio::spawn(async move { follow::follow(addrs, 0, "r", "c", total, dead, Duration::from_secs(60)).await });
     let mut probe = Client::connect(gw.addr()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while probe.ok("channel_info", json!({ "room": "r", "channel": "c" })).await["subscribers"] != 1 {

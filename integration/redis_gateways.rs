@@ -205,13 +205,31 @@ async fn private_messages_and_presence_span_gateways() {
     assert_eq!(p["count"], 1);
     assert_eq!(p["clients"][0]["client_id"], b.client_id.as_str());
     assert_eq!(p["clients"][0]["node"], "gw1");
-    let sent = a
-        .request(json!({ "type": "private", "to": { "client": b.client_id }, "payload": {"hi": true} }))
-        .await;
+    let sent = a.request(json!({ "type": "private", "to": { "client": b.client_id }, "payload": {"hi": true} })).await;
     assert_eq!(sent["type"], "reply", "{sent}");
     let got = b.recv().await;
     assert_eq!(got["type"], "private", "{got}");
     assert_eq!(got["payload"], json!({"hi": true}));
     let missing = a.request(json!({ "type": "private", "to": { "client": "c_nobody" }, "payload": 1 })).await;
     assert_eq!(missing["error"]["code"], "NOT_CONNECTED", "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_limited_to_arqonbus_keys_is_enough() {
+    let redis = Redis::start_with(RedisOpts {
+        acl_user: Some(("arqonbus".into(), "s3cret-pass".into())),
+        ..Default::default()
+    });
+    assert!(redis.url().contains("arqonbus:s3cret-pass@"), "{}", redis.url());
+    let gws = gateways(&redis, 2).await;
+    let mut sub = Client::connect(gws[1].addr()).await;
+    sub.subscribe("acl", "c").await;
+    let mut publisher = Client::connect(gws[0].addr()).await;
+    for i in 1..=5u64 {
+        assert_eq!(publisher.publish("acl", "c", json!(i)).await["offset"], i);
+        assert_eq!(sub.event().await["offset"], i);
+    }
+    let st = sub.ok("status", json!({})).await;
+    assert_eq!(st["backplane"]["healthy"], true);
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 2);
 }

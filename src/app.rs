@@ -1,6 +1,7 @@
 //! The composition root: the only place that names concrete backends.
 //!
-//! Builds a node from a [`Config`] — router, backplane (memory or Redis), authenticator (none/jwt) —
+//! Builds a node from a [`Config`] — router, backplane (memory or Redis), authenticator (none,
+//! jwt, webhook) —
 //! binds the listener and runs it until [`RunningNode::shutdown`], which drains in the one
 //! documented order.
 
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, JwtAuthenticator, NoAuth};
+use crate::auth::{Authenticator, JwtAuthenticator, NoAuth, WebhookAuthenticator};
 use crate::backplane::{Backplane, Inbound, MemoryBus, RedisBackplane, RedisStartError};
 use crate::commands::Node;
 use crate::config::{AuthKind, BackplaneKind, Config};
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The backplane could not be set up.
     #[error(transparent)]
     Backplane(#[from] RedisStartError),
+    /// The authenticator could not be set up.
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
 }
 
 /// A node that is serving.
@@ -76,15 +80,25 @@ pub async fn start_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<Running
     serve(config, id, router, backplane).await
 }
 
-fn authenticator(config: &Config) -> Arc<dyn Authenticator> {
-    match (config.auth.kind, &config.auth.jwt_secret) {
-        (AuthKind::Jwt, Some(secret)) => Arc::new(JwtAuthenticator::new(
-            secret.expose(),
-            config.auth.jwt_issuer.as_deref(),
-            config.auth.jwt_audience.as_deref(),
-        )),
-        _ => Arc::new(NoAuth),
-    }
+fn authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, StartError> {
+    let a = &config.auth;
+    Ok(match (a.kind, &a.jwt_secret, &a.webhook_url) {
+        (AuthKind::Jwt, Some(secret), _) => {
+            Arc::new(JwtAuthenticator::new(secret.expose(), a.jwt_issuer.as_deref(), a.jwt_audience.as_deref()))
+        }
+        (AuthKind::Webhook, _, Some(url)) => Arc::new(
+            WebhookAuthenticator::new(
+                url,
+                Duration::from_millis(a.webhook_timeout_ms),
+                Duration::from_secs(a.webhook_cache_s),
+            )
+            .map_err(StartError::Auth)?,
+        ),
+        (AuthKind::None, _, _) => Arc::new(NoAuth),
+        // validate() refuses these; never fall back to no auth.
+        (AuthKind::Jwt, None, _) => return Err(StartError::Auth("auth.jwt_secret is required".into())),
+        (AuthKind::Webhook, _, None) => return Err(StartError::Auth("auth.webhook_url is required".into())),
+    })
 }
 
 async fn serve(
@@ -96,7 +110,7 @@ async fn serve(
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let auth = authenticator(&config);
+    let auth = authenticator(&config)?;
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let drain = CancellationToken::new();
     let stop_accepting = CancellationToken::new();

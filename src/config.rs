@@ -259,13 +259,15 @@ pub enum AuthKind {
     None,
     /// HS256 JWTs signed with `auth.jwt_secret`.
     Jwt,
+    /// An HTTP endpoint (`auth.webhook_url`) checks each token and returns the claims.
+    Webhook,
 }
 
 /// `[auth]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `none` or `jwt`.
+    /// `none`, `jwt` or `webhook`.
     pub kind: AuthKind,
     /// HS256 secret, at least 32 bytes.
     pub jwt_secret: Option<Secret>,
@@ -273,11 +275,25 @@ pub struct AuthConfig {
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim, if set.
     pub jwt_audience: Option<String>,
+    /// The http(s) URL that `kind = "webhook"` POSTs `{"token":…}` to.
+    pub webhook_url: Option<String>,
+    /// Longest wait for the webhook's whole answer; past it the handshake is refused (503).
+    pub webhook_timeout_ms: u64,
+    /// Seconds an accepted answer is reused for the same token; 0 = ask every time.
+    pub webhook_cache_s: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { kind: AuthKind::None, jwt_secret: None, jwt_issuer: None, jwt_audience: None }
+        Self {
+            kind: AuthKind::None,
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            webhook_url: None,
+            webhook_timeout_ms: 2000,
+            webhook_cache_s: 0,
+        }
     }
 }
 
@@ -392,6 +408,21 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if self.auth.kind == AuthKind::Webhook {
+            match &self.auth.webhook_url {
+                None => return bad("auth.webhook_url", "is required when auth.kind = \"webhook\""),
+                Some(u) if !is_http_url(u) => {
+                    return bad("auth.webhook_url", "must be an http:// or https:// URL with a host")
+                }
+                Some(_) => {}
+            }
+        }
+        if !(1..=60_000).contains(&self.auth.webhook_timeout_ms) {
+            return bad("auth.webhook_timeout_ms", "must be between 1 and 60000");
+        }
+        if self.auth.webhook_cache_s > 86_400 {
+            return bad("auth.webhook_cache_s", "must be at most 86400");
+        }
         if let Some(k) = &self.http.api_key {
             if k.expose().len() < 16 {
                 return bad("http.api_key", "must be at least 16 characters");
@@ -465,6 +496,11 @@ impl Config {
     }
 }
 
+/// Whether `u` is an absolute `http`/`https` URL with a host.
+fn is_http_url(u: &str) -> bool {
+    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
 /// Figment errors can be chained; show each with the key path and the source.
 fn flatten(e: figment::Error) -> String {
     e.into_iter()
@@ -523,6 +559,33 @@ mod tests {
             jail.create_file("arqonbus.toml", "[limits]\nmax_frame_byte = 2048\n")?;
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("max_frame_byte"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhook_auth_needs_an_http_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_AUTH__KIND", "webhook");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("auth.webhook_url") && e.contains("required"), "{e}");
+            for bad in ["ftp://auth.example/check", "not a url", "http://", "/check"] {
+                jail.set_env("ARQONBUS_AUTH__WEBHOOK_URL", bad);
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains("auth.webhook_url"), "{bad}: {e}");
+            }
+            jail.set_env("ARQONBUS_AUTH__WEBHOOK_URL", "https://auth.example:8443/check?x=1");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.auth.kind, AuthKind::Webhook);
+            assert_eq!(c.auth.webhook_timeout_ms, 2000);
+            assert_eq!(c.auth.webhook_cache_s, 0);
+            jail.set_env("ARQONBUS_AUTH__WEBHOOK_TIMEOUT_MS", "0");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("auth.webhook_timeout_ms"), "{e}");
+            jail.set_env("ARQONBUS_AUTH__WEBHOOK_TIMEOUT_MS", "500");
+            jail.set_env("ARQONBUS_AUTH__WEBHOOK_CACHE_S", "90000");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("auth.webhook_cache_s"), "{e}");
             Ok(())
         });
     }

@@ -5,7 +5,8 @@
 //! Dependencies point down only:
 //!
 //! - [`app`] is the composition root: it reads nothing but the [`config::Config`] and is the
-//!   only module that names concrete backends (the memory backplane, the JWT authenticator).
+//!   only module that names concrete backends (the memory backplane, the JWT and webhook
+//!   authenticators).
 //! - [`transport`] owns sockets: the HTTP listener, the `/ws` handshake, per-connection reader
 //!   and writer tasks, heartbeats, frame limits, the bounded outbound queue and close codes.
 //!   It knows no rooms: it hands text frames to a [`commands::Session`].

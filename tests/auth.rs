@@ -126,3 +126,52 @@ async fn without_auth_refresh_reports_no_expiry() {
     let r = a.ok("refresh", json!({"token":"anything"})).await;
     assert_eq!(r["expires_at"], Value::Null);
 }
+
+#[tokio::test]
+async fn refresh_that_drops_a_permission_ends_that_subscription() {
+    let node = start(auth_config()).await;
+    let mut admin = Client::connect_with(node.addr(), Some(&token("root", 3600, json!({"admin":true})))).await.unwrap();
+    admin.subscribe("_sys", "activity").await;
+    let both = json!({"subscribe":["science:kept","science:lost"],"info":{"name":"alice"}});
+    let mut a = Client::connect_with(node.addr(), Some(&token("alice", 3600, both))).await.unwrap();
+    a.subscribe("science", "kept").await;
+    a.subscribe("science", "lost").await;
+    let lost = json!({"room":"science","channel":"lost"});
+    let count = |p: &Value| p["count"].as_u64().unwrap();
+    assert_eq!(count(&admin.ok("presence", lost.clone()).await), 1);
+
+    let narrow = token("alice", 7200, json!({"subscribe":["science:kept"]}));
+    a.ok("refresh", json!({ "token": narrow })).await;
+    // Exactly one `unsubscribed`, before the reply, shaped as the `channel_deleted` one.
+    let u = a.recv().await;
+    assert_eq!(
+        u,
+        json!({"version":"1.0","type":"system","event":"unsubscribed","room":"science","channel":"lost",
+               "payload":{"reason":"permission_revoked"}})
+    );
+    // Released as an `unsubscribe` would be: presence, the subscription itself, activity.
+    assert_eq!(count(&admin.ok("presence", lost.clone()).await), 0);
+    assert_eq!(count(&admin.ok("presence", json!({"room":"science","channel":"kept"})).await), 1);
+    a.err("unsubscribe", lost.clone(), "NOT_SUBSCRIBED").await;
+    a.err("subscribe", lost.clone(), "FORBIDDEN").await;
+    loop {
+        let e = admin.event().await;
+        let p = &e["payload"];
+        if p["kind"] == "unsubscribed" && p["client_id"] == a.client_id.as_str() {
+            assert_eq!((p["room"].as_str(), p["channel"].as_str()), (Some("science"), Some("lost")), "{e}");
+            break;
+        }
+    }
+    // No more events from the lost channel, still events from the kept one.
+    admin.publish_silent("science", "lost", json!("after")).await;
+    admin.publish("science", "lost", json!("after, acked")).await;
+    admin.publish("science", "kept", json!("still here")).await;
+    let e = a.event().await;
+    assert_eq!((e["channel"].as_str(), e["payload"].as_str()), (Some("kept"), Some("still here")), "{e}");
+    a.silent_for(Duration::from_millis(200)).await;
+    // A refresh that keeps every permission ends nothing.
+    a.ok("refresh", json!({"token": token("alice", 7200, json!({"subscribe":["science:*"]}))})).await;
+    admin.publish("science", "kept", json!("again")).await;
+    assert_eq!(a.event().await["payload"], "again");
+    a.silent_for(Duration::from_millis(100)).await;
+}

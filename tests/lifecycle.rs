@@ -99,6 +99,7 @@ fn bad_configuration_stops_start_up_with_exit_64_naming_the_key() {
         ("ARQONBUS_LIMITS__HEARTBEAT_S", "soon", "heartbeat_s"),
         ("ARQONBUS_SERVER__LISTEN", "nowhere", "server.listen"),
         ("ARQONBUS_AUTH__KIND", "jwt", "auth.jwt_secret"),
+        ("ARQONBUS_AUTH__KIND", "webhook", "auth.webhook_url"),
         ("ARQONBUS_BACKPLANE__KIND", "carrier-pigeon", "kind"),
         ("ARQONBUS_NO_SUCH__KEY", "1", "no_such"),
     ];

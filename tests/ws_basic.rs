@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[tokio::test]
@@ -228,4 +228,67 @@ async fn activity_stream_reports_connections() {
             break;
         }
     }
+}
+
+/// The next `error` activity event about `client_id`, skipping every other activity.
+async fn error_activity(watcher: &mut Client, client_id: &str) -> Value {
+    loop {
+        let e = watcher.event().await;
+        assert_eq!((e["room"].as_str(), e["channel"].as_str()), (Some("_sys"), Some("activity")), "{e}");
+        if e["payload"]["kind"] == "error" && e["payload"]["client_id"] == client_id {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn activity_stream_reports_errors_without_payloads() {
+    let mut cfg = config();
+    cfg.limits.max_violations = 2;
+    let node = start(cfg).await;
+    let mut admin = Client::connect(node.addr()).await;
+    admin.subscribe("_sys", "activity").await;
+    let mut bad = Client::connect(node.addr()).await;
+    let who = bad.client_id.clone();
+
+    // A bad frame: VALIDATION_ERROR, reported with what is known of it and nothing it carried.
+    let frame =
+        json!({"type":"event","id":"b1","room":"science","channel":"x","payload":{"secret":"MARKER-7"},"bogus":1});
+    let v = bad.request(frame).await;
+    assert_eq!(v["error"]["code"], "VALIDATION_ERROR", "{v}");
+    let e = error_activity(&mut admin, &who).await;
+    assert_eq!(
+        e["payload"],
+        json!({"kind":"error","client_id":who,"user":null,"code":"VALIDATION_ERROR","type":"event"})
+    );
+    assert!(!e.to_string().contains("MARKER"), "{e}");
+
+    // A refused well-formed command names the command and its channel (and resets the count).
+    bad.err("unsubscribe", json!({"room":"science","channel":"x"}), "NOT_SUBSCRIBED").await;
+    let e = error_activity(&mut admin, &who).await;
+    assert_eq!(
+        e["payload"],
+        json!({"kind":"error","client_id":who,"user":null,"code":"NOT_SUBSCRIBED","type":"command",
+               "command":"unsubscribe","room":"science","channel":"x"})
+    );
+    // A refused publish names its channel.
+    let v = bad.request(json!({"type":"event","room":"_sys","channel":"x","payload":"MARKER-8"})).await;
+    assert_eq!(v["error"]["code"], "FORBIDDEN", "{v}");
+    let e = error_activity(&mut admin, &who).await;
+    assert_eq!(
+        e["payload"],
+        json!({"kind":"error","client_id":who,"user":null,"code":"FORBIDDEN","type":"event","room":"_sys","channel":"x"})
+    );
+    assert!(!e.to_string().contains("MARKER"), "{e}");
+
+    // Two violations in a row (max_violations = 2): the second error closes with 1008, and its
+    // activity event says so.
+    bad.send_text("not json MARKER-9").await;
+    bad.send_text("{\"type\":\"nope\"}").await;
+    assert_eq!(bad.closed().await, Some(1008));
+    let e = error_activity(&mut admin, &who).await;
+    assert_eq!(e["payload"], json!({"kind":"error","client_id":who,"user":null,"code":"INVALID_JSON"}));
+    let e = error_activity(&mut admin, &who).await;
+    assert_eq!(e["payload"], json!({"kind":"error","client_id":who,"user":null,"code":"UNKNOWN_TYPE","close":1008}));
+    assert!(!e.to_string().contains("MARKER"), "{e}");
 }

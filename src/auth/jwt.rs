@@ -2,17 +2,8 @@
 
 use async_trait::async_trait;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
-use super::{AuthError, Authenticator, Identity, Permissions};
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    exp: i64,
-    #[serde(default)]
-    arqonbus: Permissions,
-}
+use super::{AuthError, Authenticator, Claims, Identity};
 
 /// Verifies HS256 tokens signed with a shared secret.
 pub struct JwtAuthenticator {
@@ -43,11 +34,8 @@ impl Authenticator for JwtAuthenticator {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let data =
             decode::<Claims>(token, &self.key, &self.validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let c = data.claims;
-        if c.sub.is_empty() {
-            return Err(AuthError::Invalid("empty sub".into()));
-        }
-        Ok(Identity { user: Some(c.sub), permissions: c.arqonbus, expires_at: Some(c.exp) })
+        // `exp` is a required claim: validation has checked that it is there and in the future.
+        data.claims.into_identity()
     }
 
     fn enabled(&self) -> bool {

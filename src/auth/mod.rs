@@ -1,9 +1,11 @@
 //! Authentication and permissions.
 //!
-//! Owns the [`Authenticator`] trait (`none`, `jwt`), the [`Identity`] a connection carries and
-//! permission checks with `room:channel` patterns. Imports only `protocol` and `config`.
+//! Owns the [`Authenticator`] trait (`none`, `jwt`, `webhook`), the [`Claims`] every
+//! authenticator turns into an [`Identity`], and permission checks with `room:channel`
+//! patterns. Imports only `protocol` and `config`.
 
 mod jwt;
+mod webhook;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -12,6 +14,7 @@ use serde_json::Value;
 use crate::protocol::ChannelKey;
 
 pub use jwt::JwtAuthenticator;
+pub use webhook::WebhookAuthenticator;
 
 /// Why credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,9 +22,37 @@ pub enum AuthError {
     /// No token was given.
     #[error("a token is required (Authorization: Bearer <token> or ?token=)")]
     Missing,
-    /// The token is malformed, badly signed or expired.
+    /// The token is malformed, badly signed, expired or refused.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The credentials could not be checked (the authentication service did not answer
+    /// usably); nobody is let in on this.
+    #[error("authentication unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The identity claims of §5, the same for every authenticator: a JWT's payload or a
+/// webhook's answer, `{"sub":"alice","exp":…,"arqonbus":{…}}`.
+#[derive(Debug, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Unix seconds when the credentials expire (required by JWT, optional for a webhook).
+    #[serde(default)]
+    pub exp: Option<i64>,
+    /// The permissions; missing grants nothing.
+    #[serde(default)]
+    pub arqonbus: Permissions,
+}
+
+impl Claims {
+    /// The identity the claims describe; an empty `sub` is refused.
+    pub fn into_identity(self) -> Result<Identity, AuthError> {
+        if self.sub.is_empty() {
+            return Err(AuthError::Invalid("empty sub".into()));
+        }
+        Ok(Identity { user: Some(self.sub), permissions: self.arqonbus, expires_at: self.exp })
+    }
 }
 
 /// The permission claims (§5): `{"subscribe":[…],"publish":[…],"private":bool,"admin":bool,"info":{…}}`.

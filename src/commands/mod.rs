@@ -38,7 +38,7 @@ use crate::protocol::{
 use crate::routing::{ConnHandle, Router};
 use crate::telemetry::metrics;
 
-pub use activity::Activity;
+pub use activity::{Activity, ErrorContext};
 pub use args::Args;
 pub use publish::{publish_event, Origin};
 
@@ -151,6 +151,13 @@ pub fn to_raw<T: Serialize>(v: &T) -> Box<RawValue> {
     raw(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
 }
 
+/// The channel a command's args name, when both names are valid (for error activity only).
+fn args_key(args: &serde_json::Map<String, serde_json::Value>) -> Option<crate::protocol::ChannelKey> {
+    let room = args.get("room")?.as_str()?;
+    let channel = args.get("channel")?.as_str()?;
+    crate::protocol::ChannelKey::parse(room, channel).ok()
+}
+
 /// What a handler produced.
 pub enum Outcome {
     /// A result to send as the `reply`.
@@ -177,8 +184,15 @@ pub struct Session {
     /// Who it is.
     pub identity: Identity,
     limiter: DefaultDirectRateLimiter,
+    /// Bounds the `error` activity events one connection can cause (a client hammering past
+    /// its rate limit must not turn every refusal into a publish).
+    error_activity: DefaultDirectRateLimiter,
     violations: u32,
 }
+
+/// `error` activity events per connection and second (burst twice that); refusals beyond it
+/// are only counted in `arqonbus_errors_total`.
+pub const ERROR_ACTIVITY_PER_S: u32 = 5;
 
 impl Session {
     /// Registers the connection with the router and announces it.
@@ -187,7 +201,8 @@ impl Session {
         let limiter = RateLimiter::direct(quota(l.publish_rate_per_s, l.publish_burst));
         node.router.register(&conn);
         metrics().connections.inc();
-        let s = Self { node, conn, identity, limiter, violations: 0 };
+        let error_activity = RateLimiter::direct(quota(ERROR_ACTIVITY_PER_S, ERROR_ACTIVITY_PER_S * 2));
+        let s = Self { node, conn, identity, limiter, error_activity, violations: 0 };
         s.activity(Activity::Connected, None).await;
         s
     }
@@ -201,7 +216,10 @@ impl Session {
     pub async fn handle_text(&mut self, text: &str) -> Flow {
         let frame = match parse_client_frame(text) {
             Ok(f) => f,
-            Err(r) => return self.reject(r).await,
+            Err(r) => {
+                let ctx = ErrorContext { frame_type: r.frame_type, ..Default::default() };
+                return self.reject(r, ctx).await;
+            }
         };
         let kind = match &frame {
             ClientFrame::Event(_) => "event",
@@ -209,10 +227,18 @@ impl Session {
             ClientFrame::Command(_) => "command",
         };
         metrics().messages_in.with_label_values(&[kind]).inc();
+        // What an error activity event may say about the frame (cheap: an Arc clone for
+        // events, the name for commands, which are not the hot path).
+        let mut ctx = ErrorContext { frame_type: Some(kind), ..Default::default() };
         let (request_id, result) = match frame {
-            ClientFrame::Event(ev) => (ev.id.clone(), publish::from_client(self, ev).await),
+            ClientFrame::Event(ev) => {
+                ctx.key = Some(ev.key.clone());
+                (ev.id.clone(), publish::from_client(self, ev).await)
+            }
             ClientFrame::Private(p) => (p.id.clone(), publish::private(self, p).await),
             ClientFrame::Command(c) => {
+                ctx.command = Some(c.command.chars().take(64).collect());
+                ctx.key = args_key(&c.args);
                 let id = c.id.clone();
                 (Some(id), self.command(c).await)
             }
@@ -225,7 +251,7 @@ impl Session {
                 }
                 Flow::Continue
             }
-            Err(error) => self.reject(Rejection { request_id, error }).await,
+            Err(error) => self.reject(Rejection { request_id, frame_type: Some(kind), error }, ctx).await,
         }
     }
 
@@ -251,21 +277,33 @@ impl Session {
         }
     }
 
-    async fn reject(&mut self, r: Rejection) -> Flow {
+    /// Answers a refused frame with its `error`, reports it on `_sys:activity`, and counts
+    /// protocol violations (the tenth in a row closes with 1008).
+    async fn reject(&mut self, r: Rejection, ctx: ErrorContext) -> Flow {
         let code = r.error.code;
         metrics().errors.with_label_values(&[code.as_str()]).inc();
         tracing::debug!(client_id = %self.conn.client_id, error = code.as_str(), "frame refused");
         self.conn.send(error_frame(r.request_id.as_deref(), &r.error)).await;
+        let mut flow = Flow::Continue;
         if code.is_violation() {
             self.violations += 1;
             if self.violations >= self.node.config.limits.max_violations {
                 tracing::info!(client_id = %self.conn.client_id, "too many protocol violations, closing with 1008");
-                return Flow::Close(crate::protocol::close::POLICY_VIOLATION);
+                flow = Flow::Close(crate::protocol::close::POLICY_VIOLATION);
             }
         } else {
             self.violations = 0;
         }
-        Flow::Continue
+        let close = match flow {
+            Flow::Close(c) => Some(c),
+            Flow::Continue => None,
+        };
+        if close.is_none() && self.error_activity.check().is_err() {
+            return flow;
+        }
+        let user = self.identity.user.as_deref();
+        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close).await;
+        flow
     }
 
     /// Publishes an activity event to `_sys:activity`.

@@ -43,6 +43,8 @@ fn depth_exceeds(v: &Value, max: usize) -> bool {
 pub struct Rejection {
     /// The client's `id`, when it was present and valid.
     pub request_id: Option<String>,
+    /// The frame's `type` (`event`, `private` or `command`), once it was read and known.
+    pub frame_type: Option<&'static str>,
     /// The error to send.
     pub error: ErrorBody,
 }
@@ -114,33 +116,37 @@ const COMMAND_FIELDS: &[&str] = &["version", "type", "id", "command", "args", "m
 
 /// Parses one text frame into a validated client frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Rejection> {
-    let value = parse_json(text).map_err(|error| Rejection { request_id: None, error })?;
+    let value = parse_json(text).map_err(|error| Rejection { request_id: None, frame_type: None, error })?;
     let Value::Object(mut obj) = value else {
         return Err(Rejection {
             request_id: None,
+            frame_type: None,
             error: ErrorBody::new(ErrorCode::InvalidJson, "a frame must be a JSON object"),
         });
     };
     let id = match obj.remove("id") {
         None => None,
-        Some(v) => Some(bounded_string(v, "id").map_err(|error| Rejection { request_id: None, error })?),
+        Some(v) => {
+            Some(bounded_string(v, "id").map_err(|error| Rejection { request_id: None, frame_type: None, error })?)
+        }
     };
-    let reject = |error: ErrorBody| Rejection { request_id: id.clone(), error };
+    let reject = |error: ErrorBody| Rejection { request_id: id.clone(), frame_type: None, error };
     check_version(obj.get("version")).map_err(reject)?;
     let kind = match obj.get("type") {
         None => return Err(reject(ErrorBody::field("type", "type is required"))),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(reject(ErrorBody::field("type", "type must be a string"))),
     };
-    let allowed = match kind.as_str() {
-        "event" => EVENT_FIELDS,
-        "private" => PRIVATE_FIELDS,
-        "command" => COMMAND_FIELDS,
+    let (frame_type, allowed) = match kind.as_str() {
+        "event" => ("event", EVENT_FIELDS),
+        "private" => ("private", PRIVATE_FIELDS),
+        "command" => ("command", COMMAND_FIELDS),
         other => {
             let msg = format!("unknown frame type {:?}: expected event, private or command", truncate(other));
             return Err(reject(ErrorBody::new(ErrorCode::UnknownType, msg)));
         }
     };
+    let reject = |error: ErrorBody| Rejection { request_id: id.clone(), frame_type: Some(frame_type), error };
     if let Some(field) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         let msg = format!("field {:?} is not allowed on a {kind} frame", truncate(field));
         return Err(reject(ErrorBody::field(truncate(field), msg)));
@@ -331,6 +337,16 @@ mod tests {
         assert_eq!(err(r#"{"type":"command","command":"ping"}"#).2.as_deref(), Some("id"));
         assert_eq!(err(r#"{"type":"event","room":"r r","channel":"c","payload":1}"#).2.as_deref(), Some("room"));
         assert_eq!(err(r#"{"type":"event","room":"r","channel":"c"}"#).2.as_deref(), Some("payload"));
+    }
+
+    #[test]
+    fn rejections_name_the_frame_type_once_known() {
+        let ty = |text: &str| parse_client_frame(text).unwrap_err().frame_type;
+        assert_eq!(ty("nope"), None);
+        assert_eq!(ty(r#"{"type":"bogus"}"#), None);
+        assert_eq!(ty(r#"{"type":"event","room":"r r","channel":"c","payload":1}"#), Some("event"));
+        assert_eq!(ty(r#"{"type":"private","payload":1}"#), Some("private"));
+        assert_eq!(ty(r#"{"type":"command","command":"ping","bogus":1}"#), Some("command"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{refuse, Admission, Shared};
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::commands::{Flow, Session};
 use crate::protocol::{close, system_frame, ErrorCode, Frame, PROTOCOL_VERSION};
 use crate::routing::ConnHandle;
@@ -68,6 +68,12 @@ pub async fn upgrade(
     let token = bearer(&headers).or(q.token.as_deref());
     let identity = match node.auth.authenticate(token).await {
         Ok(i) => i,
+        Err(AuthError::Unavailable(_)) => {
+            // The reason is logged by the authenticator; the client learns only to retry.
+            let body = json!({ "error": { "code": "UNAVAILABLE", "message": "authentication is unavailable, retry later", "retry_after_ms": 1000 } });
+            metrics().refused.with_label_values(&["auth_unavailable"]).inc();
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response_compat();
+        }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string(), "unauthorized"),
     };
     let Some(admission) = Admission::try_new(&st.admitted, node.config.server.max_connections) else {
