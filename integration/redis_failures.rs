@@ -139,8 +139,12 @@ async fn a_killed_pubsub_connection_leaves_no_hole() {
     assert!(kills >= 2, "pub/sub connections killed: {kills}");
     let seen = follower.await.expect("follower");
     seen.assert_contiguous(total, "subscriber");
-    assert_eq!(seen.client_ids.len(), 1, "the WebSocket stayed open");
-    assert!(seen.unsubscribed.is_empty());
+    // Filling a long gap at once may overrun the outbox (4008); the client then resumes
+    // within retention, never with a hole.
+    for (epoch, recovered) in &seen.subscribes[1..] {
+        assert_eq!(recovered, &json!(true), "resumed in epoch {epoch}");
+    }
+    assert!(seen.unsubscribed.is_empty(), "{:?}", seen.unsubscribed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

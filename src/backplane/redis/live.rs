@@ -93,9 +93,7 @@ pub(super) async fn run(
             },
             r = reconnects.recv() => match r {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(e) = inner.sub.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribe after reconnect failed; the sweep retries");
-                    }
+                    resubscribe(&inner).await;
                     sweep_all(&inner).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -109,6 +107,17 @@ pub(super) async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = sweep.tick() => sweep_all(&inner).await,
+        }
+    }
+}
+
+/// Subscribes again to every shard channel the node listens to, one by one (each may live on
+/// another Cluster shard), after its subscriber connection came back.
+async fn resubscribe(inner: &Inner) {
+    let channels = inner.sub.tracked_shard_channels();
+    for ch in channels {
+        if let Err(e) = inner.sub.ssubscribe(ch.clone()).await {
+            tracing::warn!(channel = %ch, error = %e, "resubscribe after reconnect failed; the sweep retries");
         }
     }
 }
