@@ -145,6 +145,15 @@ async fn a_killed_pubsub_connection_leaves_no_hole() {
         assert_eq!(recovered, &json!(true), "resumed in epoch {epoch}");
     }
     assert!(seen.unsubscribed.is_empty(), "{:?}", seen.unsubscribed);
+    // The repair is visible to operators.
+    let (status, metrics) = support::common::http(gw.addr(), "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    let repaired: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("arqonbus_backplane_gap_events_repaired_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(repaired > 0, "lost pub/sub messages were filled from the stream: {repaired}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! interest, history reads, presence, the channel registry and the node registry — and its
 //! implementations (`memory`, and `redis` for many nodes). Incoming traffic goes the
 //! other way through [`Inbound`], a handler the node gives the backplane at construction: the
-//! backplane never holds the router. Imports only `protocol`.
+//! backplane never holds the router. Imports only `protocol`, `config` (its own section) and `telemetry` (counters).
 
 mod memory;
 mod redis;

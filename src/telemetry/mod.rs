@@ -31,6 +31,10 @@ pub struct Metrics {
     pub slow_consumers: IntCounter,
     /// Connections closed by the server, by close `code`.
     pub closes: IntCounterVec,
+    /// Live events the backplane missed and filled in from the stream (Redis).
+    pub gap_repaired: IntCounter,
+    /// Local subscriptions ended by the backplane, by `reason` (`history_lost`, `channel_deleted`).
+    pub backplane_gone: IntCounterVec,
 }
 
 // Names and labels are constants: construction cannot fail at run time (a test covers it).
@@ -61,8 +65,19 @@ fn build() -> Metrics {
             "Connections closed with 4008 (outbound queue full)",
         ),
         closes: vec("closes_total", "Connections closed by the server, by close code", "code"),
+        gap_repaired: counter(
+            "backplane_gap_events_repaired_total",
+            "Live events missed on the backplane and delivered from the stream instead",
+        ),
+        backplane_gone: vec(
+            "backplane_channel_losses_total",
+            "Channels whose local subscriptions the backplane ended, by reason",
+            "reason",
+        ),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        Box::new(m.gap_repaired.clone()),
+        Box::new(m.backplane_gone.clone()),
         Box::new(m.connections.clone()),
         Box::new(m.refused.clone()),
         Box::new(m.messages_in.clone()),

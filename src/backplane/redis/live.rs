@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::{bp, lock, new_epoch, num, Inner};
 use crate::backplane::{BpResult, GoneReason, LiveEvent};
 use crate::protocol::{ChannelKey, Frame, Target};
+use crate::telemetry::metrics;
 
 /// Live messages held for a channel until its starting position is known.
 const PENDING_CAP: usize = 100_000;
@@ -248,6 +249,7 @@ async fn repair(inner: &Arc<Inner>, key: &ChannelKey, from: u64, to: u64, epoch:
             if offset == *last + 1 {
                 *last = offset;
                 inner.inbound.on_event(&LiveEvent { key: key.clone(), offset, origin, frame });
+                metrics().gap_repaired.inc();
             }
             cursor = offset + 1;
         }
@@ -261,6 +263,7 @@ fn gone(inner: &Arc<Inner>, key: &ChannelKey, reason: GoneReason) {
         return;
     }
     tracing::info!(channel = %key, reason = reason.as_str(), "subscriptions ended by the backplane");
+    metrics().backplane_gone.with_label_values(&[reason.as_str()]).inc();
     inner.inbound.on_channel_gone(key, reason);
     let (inner, key) = (inner.clone(), key.clone());
     tokio::spawn(async move {
