@@ -233,3 +233,99 @@ async fn an_acl_user_limited_to_arqonbus_keys_is_enough() {
     assert_eq!(st["backplane"]["healthy"], true);
     assert_eq!(st["nodes"].as_array().unwrap().len(), 2);
 }
+
+/// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=arqonbus test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_reach_redis_over_tls_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let file = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
+    let tls_port = free_port();
+    let redis = Redis::start_with(RedisOpts {
+        args: vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+        ..Default::default()
+    });
+    let mut gws = Vec::new();
+    for i in 0..2 {
+        let g = Gateway::spawn(&[
+            ("ARQONBUS_BACKPLANE__URL", format!("rediss://127.0.0.1:{tls_port}")),
+            ("ARQONBUS_BACKPLANE__TLS_CA_FILE", file("ca.pem")),
+            ("ARQONBUS_SERVER__NODE_ID", format!("tls{i}")),
+        ])
+        .await;
+        g.wait_ready(200, Duration::from_secs(15)).await;
+        gws.push(g);
+    }
+    let mut sub = Client::connect(gws[1].addr()).await;
+    sub.subscribe("tls", "c").await;
+    let mut publisher = Client::connect(gws[0].addr()).await;
+    assert_eq!(publisher.publish("tls", "c", json!("secret")).await["offset"], 1);
+    assert_eq!(sub.event().await["payload"], "secret");
+    // The gateways' connections really are the TLS ones.
+    let clients = redis.admin_cli(&["CLIENT", "LIST"]);
+    let on_tls = clients.lines().filter(|l| l.contains(&format!("laddr=127.0.0.1:{tls_port}"))).count();
+    assert!(on_tls >= 4, "two connections per gateway on the TLS port:\n{clients}");
+}

@@ -210,6 +210,8 @@ pub struct BackplaneConfig {
     pub sentinel_service: Option<String>,
     /// Sentinel: `host:port` of each sentinel.
     pub sentinels: Vec<String>,
+    /// PEM file of the CA(s) to trust for `rediss://` instead of the system roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and pub/sub channel.
     pub key_prefix: String,
     /// How long one Redis command may take before it fails (ms).
@@ -231,6 +233,7 @@ impl Default for BackplaneConfig {
             password: None,
             sentinel_service: None,
             sentinels: Vec::new(),
+            tls_ca_file: None,
             key_prefix: "arqonbus".into(),
             command_timeout_ms: 2000,
             node_ttl_s: 10,
@@ -447,6 +450,17 @@ impl Config {
                 return bad(
                     "backplane.url",
                     "must start with redis://, rediss://, redis-cluster:// or redis-sentinel://",
+                );
+            }
+        }
+        if let Some(ca) = &b.tls_ca_file {
+            if !ca.is_file() {
+                return bad("backplane.tls_ca_file", "must name a readable PEM file");
+            }
+            if !b.url.as_ref().is_some_and(|u| u.expose().starts_with("rediss")) {
+                return bad(
+                    "backplane.tls_ca_file",
+                    "needs a TLS url (rediss://, rediss-cluster://, rediss-sentinel://)",
                 );
             }
         }

@@ -131,6 +131,9 @@ fn fred_config(cfg: &BackplaneConfig) -> Result<Config, RedisStartError> {
             password: cfg.password.as_ref().map(|p| p.expose().to_owned()),
         };
     }
+    if let Some(ca) = &cfg.tls_ca_file {
+        c.tls = Some(tls_with_ca(ca)?);
+    }
     if let Some(u) = &cfg.username {
         c.username = Some(u.clone());
     }
@@ -138,6 +141,26 @@ fn fred_config(cfg: &BackplaneConfig) -> Result<Config, RedisStartError> {
         c.password = Some(p.expose().to_owned());
     }
     Ok(c)
+}
+
+/// TLS that trusts only the CA certificates of a PEM file (a private CA, self-hosted Redis).
+fn tls_with_ca(path: &std::path::Path) -> Result<TlsConfig, RedisStartError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let fail = |why: String| RedisStartError(format!("backplane.tls_ca_file {}: {why}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        roots.add(cert.map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConfig { connector: TlsConnector::from(config), hostnames: fred::types::config::TlsHostMapping::None })
 }
 
 impl RedisBackplane {
