@@ -92,9 +92,15 @@ use serde::Serialize;
 /// Options of `arqonbus bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server WebSocket URL (ws:// only; add ?token=… when auth is on).
+    /// Server WebSocket URL, or several comma-separated (one per node of a cluster):
+    /// subscriber i connects to URL i mod n. ws:// only; add ?token=… when auth is on.
     #[arg(long, env = "ARQONBUS_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// Comma-separated URLs the publishers connect to, round-robin (publisher j to URL j
+    /// mod m); default: the --url list. `--url B --publish-url A` measures cross-node
+    /// delivery from node A to node B.
+    #[arg(long)]
+    pub publish_url: Option<String>,
     /// Room of the bench channels (channels are c0..c{N-1}).
     #[arg(long, default_value = "bench")]
     pub room: String,
@@ -143,6 +149,7 @@ impl Default for BenchArgs {
     fn default() -> Self {
         Self {
             url: "ws://127.0.0.1:8080/ws".to_string(),
+            publish_url: None,
             room: "bench".to_string(),
             subscribers: 100,
             channels: 10,
@@ -276,7 +283,7 @@ pub enum BenchError {
     /// Not a single connection could be established.
     #[error("no connection could be established to {url}: {reasons}")]
     NoConnections {
-        /// Server URL.
+        /// Server URL (several: comma-separated).
         url: String,
         /// Failure reasons with counts.
         reasons: String,
@@ -314,7 +321,9 @@ mod tests {
         let a = Cli::parse_from([
             "bench",
             "--url",
-            "ws://127.0.0.1:1/ws",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+            "--publish-url",
+            "ws://127.0.0.1:3/ws",
             "--room",
             "r",
             "--subscribers",
@@ -343,6 +352,8 @@ mod tests {
             "42",
         ])
         .bench;
+        assert_eq!(a.url, "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws");
+        assert_eq!(a.publish_url.as_deref(), Some("ws://127.0.0.1:3/ws"));
         assert_eq!((a.subscribers, a.channels, a.publishers), (5, 2, 0));
         assert_eq!((a.rate, a.duration_secs, a.warmup_secs), (10.5, 3, 0));
         assert_eq!((a.payload_bytes, a.connect_concurrency, a.source_ips), (0, 7, 4));

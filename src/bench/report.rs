@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::net::UrlLists;
 use super::stats::Stats;
 use super::{BenchArgs, BenchReport, LatencySummary};
 
@@ -30,6 +31,7 @@ pub fn rss_per_connection(before: Option<u64>, after: Option<u64>, connections: 
 /// Collects the final numbers.
 pub fn build(
     args: &BenchArgs,
+    urls: &UrlLists,
     s: &Stats,
     window: Duration,
     interrupted: bool,
@@ -40,7 +42,7 @@ pub fn build(
     let delivered = s.delivered_window.load(Relaxed);
     let limit = s.server_rate_limit.load(Relaxed);
     BenchReport {
-        url: args.url.clone(),
+        url: urls.subscribe.first().cloned().unwrap_or_default(),
         room: args.room.clone(),
         channels: args.channels,
         subscribers: args.subscribers,
@@ -173,7 +175,8 @@ mod tests {
         let args = BenchArgs::default();
         let stats = Stats::new(args.channels);
         stats.error("RATE_LIMITED");
-        let report = build(&args, &stats, Duration::from_secs(2), false, (Some(100), Some(300)), 10);
+        let urls = UrlLists::from_args(&args).expect("default URL");
+        let report = build(&args, &urls, &stats, Duration::from_secs(2), false, (Some(100), Some(300)), 10);
         let text = report.to_string();
         assert!(text.contains("RATE_LIMITED=1"), "{text}");
         assert!(text.contains("per connection 20.00 KiB"), "{text}");
