@@ -190,8 +190,12 @@ pub struct LatencySummary {
 /// The final numbers of a bench run (see the module docs for how to read them).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Server URL.
+    /// First subscriber URL (the server URL of a single-URL run).
     pub url: String,
+    /// Subscriber URLs (`--url`), in round-robin order.
+    pub urls: Vec<String>,
+    /// Publisher URLs (`--publish-url`, by default the same as `urls`).
+    pub publish_urls: Vec<String>,
     /// Room used.
     pub room: String,
     /// Channels used.
