@@ -9,7 +9,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::net::{self, short, Target, Ws};
+use super::net::{self, short, Target, Targets, Ws};
 use super::scan::{self, Frame};
 use super::stats::Stats;
 use super::track::OffsetTracker;
@@ -34,8 +34,8 @@ const MAX_EARLY: usize = 1024;
 /// What every connection task shares.
 #[derive(Debug)]
 pub struct Ctx {
-    /// The server.
-    pub target: Target,
+    /// The servers: subscribers and publishers are spread round-robin over them.
+    pub targets: Targets,
     /// Room of all bench channels.
     pub room: String,
     /// Channel names `c0..c{M-1}`.
@@ -58,10 +58,10 @@ pub struct Ctx {
 
 impl Ctx {
     /// The shared context of one bench run.
-    pub fn new(args: &BenchArgs, target: Target) -> Self {
+    pub fn new(args: &BenchArgs, targets: Targets) -> Self {
         let channels = args.channels.max(1);
         Self {
-            target,
+            targets,
             room: args.room.clone(),
             channels: (0..channels).map(|c| format!("c{c}")).collect(),
             stats: Stats::new(channels),
@@ -84,18 +84,23 @@ enum SetupFail {
 /// event until the phase reaches [`PHASE_STOP`], then close.
 pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<u8>) {
     let ch = index % ctx.channels.len().max(1);
+    let stats = &ctx.stats;
+    let Some((target, slot)) = ctx.targets.for_subscriber(index) else {
+        stats.connect_failed("no subscriber URL");
+        stats.subs_settled.fetch_add(1, Relaxed);
+        return;
+    };
     let setup = {
         let Ok(_permit) = ctx.connect_gate.acquire().await else {
             return;
         };
         // Boxed: the setup state is large and would otherwise stay in every idle task.
-        timeout(SETUP_TIMEOUT, Box::pin(setup_subscriber(&ctx, index, ch))).await
+        timeout(SETUP_TIMEOUT, Box::pin(setup_subscriber(&ctx, target, slot, index, ch))).await
     };
-    let stats = &ctx.stats;
     let outcome = match setup {
         Ok(Ok(ok)) => Some(ok),
         Ok(Err(SetupFail::Connect(reason))) => {
-            stats.connect_failed(&reason);
+            stats.connect_failed(&ctx.targets.failure(target, &reason));
             None
         }
         Ok(Err(SetupFail::Subscribe)) => {
@@ -103,7 +108,7 @@ pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<
             None
         }
         Err(_) => {
-            stats.connect_failed("setup timed out");
+            stats.connect_failed(&ctx.targets.failure(target, "setup timed out"));
             None
         }
     };
@@ -159,9 +164,16 @@ pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<
     stats.open.fetch_sub(1, Relaxed);
 }
 
-async fn setup_subscriber(ctx: &Ctx, index: usize, ch: usize) -> Result<(Ws, OffsetTracker), SetupFail> {
+/// Connects subscriber `index` as connection `slot` of `target` and subscribes to channel `ch`.
+async fn setup_subscriber(
+    ctx: &Ctx,
+    target: &Target,
+    slot: usize,
+    index: usize,
+    ch: usize,
+) -> Result<(Ws, OffsetTracker), SetupFail> {
     let stats = &ctx.stats;
-    let mut ws = net::connect(&ctx.target, index, net::subscriber_config()).await.map_err(SetupFail::Connect)?;
+    let mut ws = net::connect(target, slot, net::subscriber_config()).await.map_err(SetupFail::Connect)?;
     welcome(stats, &mut ws).await.map_err(SetupFail::Connect)?;
     let channel = ctx.channels.get(ch).map(String::as_str).unwrap_or("c0");
     let cmd = format!(

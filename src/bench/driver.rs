@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::conn::{self, Ctx, PHASE_DRAIN, PHASE_RUN, PHASE_SETUP, PHASE_STOP};
-use super::net::{self, Target, MAX_SOURCE_IPS};
+use super::net::{self, Targets, UrlLists, MAX_SOURCE_IPS};
 use super::publish;
 use super::stats::{now_ns, Stats};
 use super::{BenchArgs, BenchError, BenchReport};
@@ -61,10 +61,9 @@ pub fn validate(args: &BenchArgs) -> Result<(), BenchError> {
 /// See [`super::run`].
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     validate(&args)?;
-    let target = Target::resolve(&args.url, args.source_ips).await?;
-    if args.source_ips > 1 && !target.spreads_sources() {
-        eprintln!("bench: --source-ips ignored: {} is not a loopback IPv4 address", target.addr);
-    }
+    let urls = UrlLists::from_args(&args)?;
+    let targets = Targets::resolve(&urls, args.source_ips).await?;
+    warn_targets(&args, &urls, &targets);
     let wanted = (args.subscribers + args.publishers) as u64;
     if let Some(limit) = net::open_files_limit().filter(|&l| l < wanted + 32) {
         eprintln!("bench: warning: open-files limit {limit} is below {wanted} connections; raise it with `ulimit -n`");
@@ -74,7 +73,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         None => None,
     };
 
-    let ctx = Arc::new(Ctx::new(&args, target));
+    let ctx = Arc::new(Ctx::new(&args, targets));
     let stats = &ctx.stats;
     let (phase_tx, phase_rx) = watch::channel(PHASE_SETUP);
     let mut tasks = JoinSet::new();
@@ -103,7 +102,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         if stats.subscribe_failures.load(Relaxed) > 0 {
             reasons.push_str("; subscribe refused (see errors)");
         }
-        return Err(BenchError::NoConnections { url: args.url.clone(), reasons });
+        return Err(BenchError::NoConnections { url: urls.distinct().join(", "), reasons });
     }
     warn_rate_limit(stats, ctx.rate_per_publisher, args.publishers);
 
@@ -146,7 +145,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     tasks.shutdown().await;
 
     let report =
-        super::report::build(&args, stats, window, clock.interrupted_ever, (rss_before, rss_after), connections);
+        super::report::build(&args, &urls, stats, window, clock.interrupted_ever, (rss_before, rss_after), connections);
     if args.json {
         match serde_json::to_string(&report) {
             Ok(line) => println!("{line}"),
@@ -159,6 +158,52 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         eprintln!("bench: the server rate-limited publishes; start it with ARQONBUS_LIMITS__PUBLISH_RATE_PER_S=1000000 ARQONBUS_LIMITS__PUBLISH_BURST=1000000");
     }
     Ok(report)
+}
+
+/// Warns about `--source-ips` that cannot apply and about URLs no connection will use.
+fn warn_targets(args: &BenchArgs, urls: &UrlLists, targets: &Targets) {
+    if args.source_ips > 1 {
+        let mut warned: Vec<&str> = Vec::new();
+        for t in targets.subscribe.iter().chain(&targets.publish) {
+            if t.spreads_sources() || warned.contains(&t.url.as_str()) {
+                continue;
+            }
+            warned.push(&t.url);
+            if urls.is_multi() {
+                eprintln!("bench: --source-ips ignored for {}: {} is not a loopback IPv4 address", t.name(), t.addr);
+            } else {
+                eprintln!("bench: --source-ips ignored: {} is not a loopback IPv4 address", t.addr);
+            }
+        }
+    }
+    for line in unused_urls(args, urls) {
+        eprintln!("bench: warning: {line}");
+    }
+}
+
+/// URLs that get no connection because there are fewer subscribers (publishers) than URLs.
+pub fn unused_urls(args: &BenchArgs, urls: &UrlLists) -> Vec<String> {
+    let mut lines = Vec::new();
+    let lists = [
+        ("subscriber", "--url", args.subscribers, &urls.subscribe),
+        ("publisher", "--publish-url", args.publishers, &urls.publish),
+    ];
+    for (what, flag, count, list) in lists {
+        if count > 0 && count < list.len() {
+            let (used, rest) = list.split_at(count);
+            let mut idle: Vec<&str> = Vec::new();
+            for url in rest.iter().filter(|u| !used.contains(u)).map(|u| net::url_name(u)) {
+                if !idle.contains(&url) {
+                    idle.push(url);
+                }
+            }
+            if idle.is_empty() {
+                continue;
+            }
+            lines.push(format!("{count} {what}(s) for {} {flag} URLs: no {what} on {}", list.len(), idle.join(", ")));
+        }
+    }
+    lines
 }
 
 fn warn_rate_limit(stats: &Stats, rate_per_publisher: f64, publishers: usize) {
@@ -270,5 +315,39 @@ impl Clock {
         self.last_print = now;
         self.last_published = published;
         self.last_delivered = delivered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unused(url: &str, publish_url: Option<&str>, subscribers: usize, publishers: usize) -> Vec<String> {
+        let args = BenchArgs {
+            url: url.into(),
+            publish_url: publish_url.map(Into::into),
+            subscribers,
+            publishers,
+            ..BenchArgs::default()
+        };
+        let urls = UrlLists::from_args(&args).expect("valid URLs");
+        unused_urls(&args, &urls)
+    }
+
+    #[test]
+    fn urls_without_connections_are_named() {
+        assert!(unused("ws://a/ws", None, 100, 2).is_empty());
+        assert!(unused("ws://a/ws,ws://b/ws", None, 100, 2).is_empty());
+        assert!(unused("ws://a/ws,ws://b/ws", None, 0, 0).is_empty());
+        assert_eq!(
+            unused("ws://a/ws,ws://b/ws,ws://c/ws?token=t", None, 100, 1),
+            ["1 publisher(s) for 3 --publish-url URLs: no publisher on ws://b/ws, ws://c/ws"]
+        );
+        assert_eq!(
+            unused("ws://a/ws,ws://b/ws", None, 1, 0),
+            ["1 subscriber(s) for 2 --url URLs: no subscriber on ws://b/ws"]
+        );
+        // A repeated URL that is used earlier in the list is not reported.
+        assert!(unused("ws://a/ws,ws://b/ws,ws://a/ws", None, 2, 0).is_empty());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! # What it does
 //!
-//! It runs as its own process against a server URL (plain `ws://` only) and:
+//! It runs as its own process against a server URL, or the URLs of several gateway nodes
+//! (plain `ws://` only; see [Clusters](#clusters)), and:
 //! 1. opens `--subscribers` connections (at most `--connect-concurrency` being set up at
 //!    once); subscriber *i* reads the `welcome` frame and subscribes to channel
 //!    `c{i % channels}` of `--room`. The reply's `result.offset` (latest, or null) tells it
@@ -43,6 +44,24 @@
 //! (`ulimit -n 200000`), and use `--source-ips K` (loopback targets only) so the
 //! connections come from 127.0.0.1..127.0.0.K, each good for ~28 000 ephemeral ports.
 //!
+//! # Clusters
+//!
+//! `--url` takes several comma-separated URLs, one per gateway node: subscriber *i*
+//! connects to URL *i mod n*. `--publish-url` (same form; default: the `--url` list) does
+//! the same for publishers: publisher *j* connects to URL *j mod m*. So
+//! `--url B --publish-url A` publishes on node A and measures delivery on node B, i.e.
+//! cross-node delivery through the backplane; `--url A,B` alone mixes local and cross-node
+//! deliveries. A URL may be repeated to give its node a larger share (entries are trimmed;
+//! a URL cannot itself contain a comma). The latency is still one clock: the bench stamps
+//! `t` when publishing and reads its own clock on receipt.
+//!
+//! `--source-ips` applies per target: each node's connections cycle over the K source
+//! addresses. With more than one node, connect failures are counted per node (prefixed
+//! with the URL without its query, which may hold a token), and the report's `target` line
+//! lists the subscriber URLs and, when they differ, the publish URLs (`urls` and
+//! `publish_urls` in JSON; `url` stays the first subscriber URL). A single URL behaves and
+//! reports exactly as before.
+//!
 //! # Examples
 //!
 //! ```text
@@ -51,6 +70,11 @@
 //! arqonbus bench --subscribers 50000 --publishers 0 --hold-secs 30 --source-ips 4 \
 //!     --server-pid $(pidof arqonbus)        # idle connections: server KiB per connection
 //! arqonbus bench --publishers 2 --rate 500 --ack --json
+//! # two nodes sharing a backplane: publish on 18301, deliver on 18302 (cross-node only)
+//! arqonbus bench --url ws://127.0.0.1:18302/ws --publish-url ws://127.0.0.1:18301/ws \
+//!     --subscribers 1000 --channels 10 --publishers 2 --rate 1000
+//! # subscribers and publishers spread over both nodes
+//! arqonbus bench --url ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws --subscribers 2000
 //! ```
 //!
 //! # Reading the output
@@ -72,7 +96,8 @@
 //! - *errors* lists `error` frames by code (e.g. `RATE_LIMITED`: raise the server's
 //!   limits), unexpected server closes as `close:<code>` (e.g. `close:4008`, a slow
 //!   consumer: the bench or server is overloaded) and `system:draining`/`system:unsubscribed`;
-//! - *connect failures* are listed by reason (e.g. `Too many open files`: raise `ulimit -n`);
+//! - *connect failures* are listed by reason (e.g. `Too many open files`: raise `ulimit -n`),
+//!   prefixed with the node's URL when there are several;
 //! - *server RSS* (with `--server-pid`): before/after VmRSS and the delta per connection.
 
 mod conn;
@@ -89,12 +114,28 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// Examples shown at the end of `arqonbus bench --help`.
+const EXAMPLES: &str = "\
+Examples:
+  arqonbus bench --url ws://127.0.0.1:8080/ws --subscribers 1000 --channels 10 --publishers 4 --rate 2000
+  # cluster: publish on node A (18301), measure delivery on node B (18302), i.e. cross-node
+  arqonbus bench --url ws://127.0.0.1:18302/ws --publish-url ws://127.0.0.1:18301/ws
+  # subscribers and publishers spread round-robin over two nodes
+  arqonbus bench --url ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws --subscribers 2000";
+
 /// Options of `arqonbus bench`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_long_help = EXAMPLES)]
 pub struct BenchArgs {
-    /// Server WebSocket URL (ws:// only; add ?token=… when auth is on).
+    /// Server WebSocket URL, or several comma-separated (one per node of a cluster):
+    /// subscriber i connects to URL i mod n. ws:// only; add ?token=… when auth is on.
     #[arg(long, env = "ARQONBUS_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// Comma-separated URLs the publishers connect to, round-robin (publisher j to URL j
+    /// mod m); default: the --url list. `--url B --publish-url A` measures cross-node
+    /// delivery from node A to node B.
+    #[arg(long)]
+    pub publish_url: Option<String>,
     /// Room of the bench channels (channels are c0..c{N-1}).
     #[arg(long, default_value = "bench")]
     pub room: String,
@@ -143,6 +184,7 @@ impl Default for BenchArgs {
     fn default() -> Self {
         Self {
             url: "ws://127.0.0.1:8080/ws".to_string(),
+            publish_url: None,
             room: "bench".to_string(),
             subscribers: 100,
             channels: 10,
@@ -183,8 +225,12 @@ pub struct LatencySummary {
 /// The final numbers of a bench run (see the module docs for how to read them).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Server URL.
+    /// First subscriber URL (the server URL of a single-URL run).
     pub url: String,
+    /// Subscriber URLs (`--url`), in round-robin order.
+    pub urls: Vec<String>,
+    /// Publisher URLs (`--publish-url`, by default the same as `urls`).
+    pub publish_urls: Vec<String>,
     /// Room used.
     pub room: String,
     /// Channels used.
@@ -276,7 +322,7 @@ pub enum BenchError {
     /// Not a single connection could be established.
     #[error("no connection could be established to {url}: {reasons}")]
     NoConnections {
-        /// Server URL.
+        /// Server URL (several: comma-separated).
         url: String,
         /// Failure reasons with counts.
         reasons: String,
@@ -314,7 +360,9 @@ mod tests {
         let a = Cli::parse_from([
             "bench",
             "--url",
-            "ws://127.0.0.1:1/ws",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+            "--publish-url",
+            "ws://127.0.0.1:3/ws",
             "--room",
             "r",
             "--subscribers",
@@ -343,6 +391,8 @@ mod tests {
             "42",
         ])
         .bench;
+        assert_eq!(a.url, "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws");
+        assert_eq!(a.publish_url.as_deref(), Some("ws://127.0.0.1:3/ws"));
         assert_eq!((a.subscribers, a.channels, a.publishers), (5, 2, 0));
         assert_eq!((a.rate, a.duration_secs, a.warmup_secs), (10.5, 3, 0));
         assert_eq!((a.payload_bytes, a.connect_concurrency, a.source_ips), (0, 7, 4));

@@ -1,4 +1,4 @@
-//! Target resolution, source-address spreading, connecting, and /proc readings.
+//! URL lists, target resolution, source-address spreading, connecting, and /proc readings.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use super::BenchError;
+use super::{BenchArgs, BenchError};
 
 /// A connected bench WebSocket.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -24,6 +24,99 @@ pub struct Target {
     pub addr: SocketAddr,
     /// How many loopback source addresses to spread connections over (1 = no binding).
     pub source_ips: usize,
+}
+
+/// The URL lists of a run: subscribers connect round-robin to `subscribe` (`--url`),
+/// publishers to `publish` (`--publish-url`, by default the same list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlLists {
+    /// Subscriber URLs, in order.
+    pub subscribe: Vec<String>,
+    /// Publisher URLs, in order.
+    pub publish: Vec<String>,
+}
+
+impl UrlLists {
+    /// Parses `--url` and `--publish-url`.
+    pub fn from_args(args: &BenchArgs) -> Result<Self, BenchError> {
+        let subscribe = parse_url_list("--url", &args.url)?;
+        let publish = match &args.publish_url {
+            Some(list) => parse_url_list("--publish-url", list)?,
+            None => subscribe.clone(),
+        };
+        Ok(Self { subscribe, publish })
+    }
+
+    /// Every URL once, subscriber URLs first, in order of appearance.
+    pub fn distinct(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::new();
+        for url in self.subscribe.iter().chain(&self.publish) {
+            if !all.contains(&url.as_str()) {
+                all.push(url);
+            }
+        }
+        all
+    }
+
+    /// More than one node is involved: messages then name the URL they are about.
+    pub fn is_multi(&self) -> bool {
+        self.distinct().len() > 1
+    }
+}
+
+/// The resolved targets, and which one each connection uses.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Targets of the subscribers (one per `--url` entry).
+    pub subscribe: Vec<Target>,
+    /// Targets of the publishers (one per `--publish-url` entry).
+    pub publish: Vec<Target>,
+    /// Connect failures are prefixed with the target's URL (more than one node).
+    pub name_failures: bool,
+}
+
+impl Targets {
+    /// Resolves every URL of the lists (each distinct URL once).
+    pub async fn resolve(urls: &UrlLists, source_ips: usize) -> Result<Self, BenchError> {
+        let mut resolved: Vec<Target> = Vec::new();
+        for url in urls.distinct() {
+            resolved.push(Target::resolve(url, source_ips).await?);
+        }
+        let pick = |list: &[String]| -> Vec<Target> {
+            list.iter().filter_map(|url| resolved.iter().find(|t| &t.url == url).cloned()).collect()
+        };
+        Ok(Self { subscribe: pick(&urls.subscribe), publish: pick(&urls.publish), name_failures: urls.is_multi() })
+    }
+
+    /// One target for everything (the single-URL case).
+    #[cfg(test)]
+    pub fn single(target: Target) -> Self {
+        Self { subscribe: vec![target.clone()], publish: vec![target], name_failures: false }
+    }
+
+    /// Subscriber `i`'s target and its connection number there (round-robin).
+    pub fn for_subscriber(&self, i: usize) -> Option<(&Target, usize)> {
+        let (t, slot) = round_robin(i, self.subscribe.len());
+        Some((self.subscribe.get(t)?, slot))
+    }
+
+    /// Publisher `j`'s target and its connection number there (round-robin). Publisher
+    /// numbers follow those of a target's subscribers: with one URL, publisher `j` is
+    /// connection `subscribers + j`, as before multi-URL support.
+    pub fn for_publisher(&self, j: usize, subscribers: usize) -> Option<(&Target, usize)> {
+        let (t, slot) = round_robin(j, self.publish.len());
+        let after_subscribers = subscribers.div_ceil(self.subscribe.len().max(1));
+        Some((self.publish.get(t)?, after_subscribers + slot))
+    }
+
+    /// The text recorded for a failed connection to `target`.
+    pub fn failure(&self, target: &Target, reason: &str) -> String {
+        if self.name_failures {
+            format!("{}: {reason}", target.name())
+        } else {
+            reason.to_string()
+        }
+    }
 }
 
 impl Target {
@@ -43,6 +136,11 @@ impl Target {
         Ok(Self { url: url.to_string(), addr, source_ips })
     }
 
+    /// The URL without its query (which may carry a token): names the node in messages.
+    pub fn name(&self) -> &str {
+        url_name(&self.url)
+    }
+
     /// True when source addresses are actually spread (loopback IPv4 target, K > 1).
     pub fn spreads_sources(&self) -> bool {
         self.source_ips > 1 && self.addr.ip().is_loopback() && self.addr.is_ipv4()
@@ -56,6 +154,35 @@ impl Target {
             None
         }
     }
+}
+
+/// Parses a comma-separated list of `ws://` URLs (`--url`, `--publish-url`): entries are
+/// trimmed; an empty entry (error naming the flag) or one that is not a usable `ws://` URL
+/// (error naming the URL, as for a single URL) is an [`BenchError::InvalidUrl`].
+pub fn parse_url_list(flag: &str, list: &str) -> Result<Vec<String>, BenchError> {
+    list.split(',')
+        .map(str::trim)
+        .map(|url| {
+            if url.is_empty() {
+                return Err(BenchError::InvalidUrl(format!("{flag} {list:?}: empty entry in the URL list")));
+            }
+            host_port(url)?;
+            Ok(url.to_string())
+        })
+        .collect()
+}
+
+/// The URL without its `?query`.
+pub fn url_name(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(name, _)| name)
+}
+
+/// Round-robin placement of connection `k` of a group over `n` targets: it goes to target
+/// `k % n` and is that target's connection number `k / n` (its source-address slot, so
+/// `--source-ips` spreads the connections of every target evenly).
+pub fn round_robin(k: usize, n: usize) -> (usize, usize) {
+    let n = n.max(1);
+    (k % n, k / n)
 }
 
 /// Splits a `ws://host[:port]/path` URL into host and port (default 80).
@@ -97,8 +224,8 @@ pub fn publisher_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Opens connection number `index` (TCP, optionally from a spread source address, then
-/// the WebSocket handshake). Errors are returned as short text for the report.
+/// Opens the target's connection number `index` (TCP, optionally from a spread source
+/// address, then the WebSocket handshake). Errors are returned as short text for the report.
 pub async fn connect(target: &Target, index: usize, config: WebSocketConfig) -> Result<Ws, String> {
     let socket = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
         .map_err(|e| short(&format!("socket: {e}")))?;
@@ -175,6 +302,144 @@ mod tests {
         assert!(hp("wss://127.0.0.1/ws").is_none());
         assert!(hp("http://127.0.0.1/ws").is_none());
         assert!(hp("not a url").is_none());
+    }
+
+    fn invalid_url(r: Result<Vec<String>, BenchError>) -> String {
+        match r {
+            Err(BenchError::InvalidUrl(why)) => why,
+            other => panic!("expected InvalidUrl, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn url_lists() {
+        let one = parse_url_list("--url", "ws://127.0.0.1:8080/ws").expect("one URL");
+        assert_eq!(one, ["ws://127.0.0.1:8080/ws"]);
+        let two =
+            parse_url_list("--url", "ws://127.0.0.1:18301/ws, ws://127.0.0.1:18302/ws?token=t").expect("two URLs");
+        assert_eq!(two, ["ws://127.0.0.1:18301/ws", "ws://127.0.0.1:18302/ws?token=t"]);
+        // Repeating a URL is allowed (it weights that node).
+        assert_eq!(parse_url_list("--url", "ws://a/ws,ws://a/ws").expect("repeated").len(), 2);
+
+        for list in ["", " ", "ws://a/ws,", ",ws://a/ws", "ws://a/ws,,ws://b/ws", "ws://a/ws, ,ws://b/ws"] {
+            let why = invalid_url(parse_url_list("--url", list));
+            assert!(why.contains("--url") && why.contains("empty entry"), "{list:?}: {why}");
+        }
+        let why = invalid_url(parse_url_list("--publish-url", "ws://a/ws,http://b/ws"));
+        assert!(why.starts_with("http://b/ws:"), "{why}");
+        assert!(why.contains("expected a ws:// URL"), "{why}");
+        let why = invalid_url(parse_url_list("--url", "wss://a/ws"));
+        assert!(why.contains("wss:// is not supported"), "{why}");
+        invalid_url(parse_url_list("--url", "ws://a/ws,not a url"));
+    }
+
+    #[test]
+    fn url_names_drop_the_query() {
+        assert_eq!(url_name("ws://127.0.0.1:1/ws?token=secret"), "ws://127.0.0.1:1/ws");
+        assert_eq!(url_name("ws://127.0.0.1:1/ws"), "ws://127.0.0.1:1/ws");
+    }
+
+    #[test]
+    fn round_robin_over_targets() {
+        let placed: Vec<(usize, usize)> = (0..7).map(|k| round_robin(k, 3)).collect();
+        assert_eq!(placed, [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]);
+        // One target: the index is unchanged (the single-URL behaviour).
+        assert_eq!(round_robin(41, 1), (0, 41));
+        assert_eq!(round_robin(5, 0), (0, 5));
+        // With 2 targets and 2 source addresses, each target still uses both addresses.
+        let sources = |t: usize| -> Vec<Ipv4Addr> {
+            (0..8).map(|k| round_robin(k, 2)).filter(|&(tt, _)| tt == t).map(|(_, slot)| source_ip(slot, 2)).collect()
+        };
+        for t in 0..2 {
+            let s = sources(t);
+            assert!(s.contains(&Ipv4Addr::new(127, 0, 0, 1)) && s.contains(&Ipv4Addr::new(127, 0, 0, 2)), "{s:?}");
+        }
+    }
+
+    fn lists(url: &str, publish_url: Option<&str>) -> Result<UrlLists, BenchError> {
+        let args = BenchArgs { url: url.into(), publish_url: publish_url.map(Into::into), ..BenchArgs::default() };
+        UrlLists::from_args(&args)
+    }
+
+    #[test]
+    fn publish_urls_default_to_the_subscriber_urls() {
+        let one = lists("ws://127.0.0.1:8080/ws", None).expect("valid");
+        assert_eq!(one.publish, one.subscribe);
+        assert!(!one.is_multi());
+
+        let two = lists("ws://a:1/ws,ws://b:2/ws", None).expect("valid");
+        assert_eq!(two.publish, ["ws://a:1/ws", "ws://b:2/ws"]);
+        assert!(two.is_multi());
+
+        let cross = lists("ws://b:2/ws", Some("ws://a:1/ws,ws://b:2/ws")).expect("valid");
+        assert_eq!(cross.subscribe, ["ws://b:2/ws"]);
+        assert_eq!(cross.distinct(), ["ws://b:2/ws", "ws://a:1/ws"]);
+        assert!(cross.is_multi());
+        // The same URL given twice (or for both roles) is still one node.
+        assert!(!lists("ws://a:1/ws,ws://a:1/ws", Some("ws://a:1/ws")).expect("valid").is_multi());
+
+        assert!(matches!(lists("ws://a:1/ws", Some("")), Err(BenchError::InvalidUrl(_))));
+        assert!(matches!(lists("ws://a:1/ws", Some("ws://a:1/ws,http://b/")), Err(BenchError::InvalidUrl(_))));
+        assert!(matches!(lists("ws://a:1/ws,", None), Err(BenchError::InvalidUrl(_))));
+    }
+
+    fn target(url: &str, addr: &str, source_ips: usize) -> Target {
+        Target { url: url.into(), addr: addr.parse().expect("test address"), source_ips }
+    }
+
+    #[test]
+    fn connections_are_placed_round_robin() {
+        let (a, b, c) = (
+            target("ws://127.0.0.1:18301/ws", "127.0.0.1:18301", 2),
+            target("ws://127.0.0.1:18302/ws?token=t", "127.0.0.1:18302", 2),
+            target("ws://127.0.0.1:18303/ws", "127.0.0.1:18303", 2),
+        );
+        let targets = Targets {
+            subscribe: vec![a.clone(), b.clone()],
+            publish: vec![c.clone(), a.clone(), b.clone()],
+            name_failures: true,
+        };
+        let sub = |i| targets.for_subscriber(i).map(|(t, slot)| (t.url.as_str(), slot));
+        assert_eq!(sub(0), Some((a.url.as_str(), 0)));
+        assert_eq!(sub(1), Some((b.url.as_str(), 0)));
+        assert_eq!(sub(2), Some((a.url.as_str(), 1)));
+        assert_eq!(sub(5), Some((b.url.as_str(), 2)));
+        // 5 subscribers over 2 targets: a target has at most 3, so publishers start at slot 3.
+        let publ = |j| targets.for_publisher(j, 5).map(|(t, slot)| (t.url.as_str(), slot));
+        assert_eq!(publ(0), Some((c.url.as_str(), 3)));
+        assert_eq!(publ(1), Some((a.url.as_str(), 3)));
+        assert_eq!(publ(2), Some((b.url.as_str(), 3)));
+        assert_eq!(publ(3), Some((c.url.as_str(), 4)));
+        // Source addresses alternate per target.
+        let src = |i| targets.for_subscriber(i).and_then(|(t, slot)| t.source_for(slot));
+        assert_eq!((src(0), src(2)), (Some(IpAddr::V4(source_ip(0, 2))), Some(IpAddr::V4(source_ip(1, 2)))));
+
+        // Failures name the node (without the query, which may hold a token).
+        assert_eq!(targets.failure(&b, "connect: refused"), "ws://127.0.0.1:18302/ws: connect: refused");
+
+        let empty = Targets { subscribe: Vec::new(), publish: Vec::new(), name_failures: false };
+        assert!(empty.for_subscriber(0).is_none() && empty.for_publisher(0, 3).is_none());
+    }
+
+    #[test]
+    fn one_target_keeps_the_single_url_numbering() {
+        let t = target("ws://127.0.0.1:8080/ws", "127.0.0.1:8080", 4);
+        let targets = Targets::single(t.clone());
+        assert_eq!(targets.for_subscriber(7).map(|(_, slot)| slot), Some(7));
+        assert_eq!(targets.for_publisher(2, 100).map(|(_, slot)| slot), Some(102));
+        assert_eq!(targets.failure(&t, "connect: refused"), "connect: refused");
+    }
+
+    #[tokio::test]
+    async fn resolving_a_url_list() {
+        let urls =
+            lists("ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws", Some("ws://127.0.0.1:18301/ws")).expect("valid");
+        let targets = Targets::resolve(&urls, 1).await.expect("IP literals resolve");
+        let addrs: Vec<String> = targets.subscribe.iter().map(|t| t.addr.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:18301", "127.0.0.1:18302"]);
+        assert_eq!(targets.publish.len(), 1);
+        assert_eq!(targets.publish.first().map(|t| t.addr.port()), Some(18301));
+        assert!(targets.name_failures);
     }
 
     #[test]

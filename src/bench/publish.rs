@@ -23,15 +23,19 @@ const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`PHASE_DRAIN`], collect outstanding acks, close.
 pub async fn publisher(ctx: Arc<Ctx>, j: usize, mut phase: watch::Receiver<u8>) {
     let stats = &ctx.stats;
+    let Some((target, slot)) = ctx.targets.for_publisher(j, ctx.subscribers) else {
+        stats.connect_failed("no publish URL");
+        stats.pubs_settled.fetch_add(1, Relaxed);
+        return;
+    };
     let setup = {
         let Ok(_permit) = ctx.connect_gate.acquire().await else {
             return;
         };
-        let index = ctx.subscribers + j;
         timeout(
             SETUP_TIMEOUT,
             Box::pin(async {
-                let mut ws = net::connect(&ctx.target, index, net::publisher_config()).await?;
+                let mut ws = net::connect(target, slot, net::publisher_config()).await?;
                 let text = welcome(stats, &mut ws).await?;
                 Ok::<_, String>((ws, text))
             }),
@@ -41,11 +45,11 @@ pub async fn publisher(ctx: Arc<Ctx>, j: usize, mut phase: watch::Receiver<u8>) 
     let outcome = match setup {
         Ok(Ok(ok)) => Some(ok),
         Ok(Err(reason)) => {
-            stats.connect_failed(&reason);
+            stats.connect_failed(&ctx.targets.failure(target, &reason));
             None
         }
         Err(_) => {
-            stats.connect_failed("setup timed out");
+            stats.connect_failed(&ctx.targets.failure(target, "setup timed out"));
             None
         }
     };
@@ -193,7 +197,7 @@ pub fn event_frame(ctx: &Ctx, ch: usize, t: u64, seq: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::net::Target;
+    use super::super::net::{Target, Targets};
     use super::super::BenchArgs;
     use super::*;
 
@@ -212,7 +216,7 @@ mod tests {
             source_ips: 1,
         };
         let args = BenchArgs { payload_bytes: 5, ack, ..BenchArgs::default() };
-        Ctx::new(&args, target)
+        Ctx::new(&args, Targets::single(target))
     }
 
     #[test]

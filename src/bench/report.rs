@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::net::UrlLists;
 use super::stats::Stats;
 use super::{BenchArgs, BenchReport, LatencySummary};
 
@@ -30,6 +31,7 @@ pub fn rss_per_connection(before: Option<u64>, after: Option<u64>, connections: 
 /// Collects the final numbers.
 pub fn build(
     args: &BenchArgs,
+    urls: &UrlLists,
     s: &Stats,
     window: Duration,
     interrupted: bool,
@@ -40,7 +42,9 @@ pub fn build(
     let delivered = s.delivered_window.load(Relaxed);
     let limit = s.server_rate_limit.load(Relaxed);
     BenchReport {
-        url: args.url.clone(),
+        url: urls.subscribe.first().cloned().unwrap_or_default(),
+        urls: urls.subscribe.clone(),
+        publish_urls: urls.publish.clone(),
         room: args.room.clone(),
         channels: args.channels,
         subscribers: args.subscribers,
@@ -100,7 +104,11 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self;
         writeln!(f, "ArqonBus bench report{}", if r.interrupted { " (interrupted)" } else { "" })?;
-        writeln!(f, "  target          {}  room {}  channels {}", r.url, r.room, r.channels)?;
+        write!(f, "  target          {}", r.urls.join(", "))?;
+        if r.publishers > 0 && r.publish_urls != r.urls {
+            write!(f, "  publish {}", r.publish_urls.join(", "))?;
+        }
+        writeln!(f, "  room {}  channels {}", r.room, r.channels)?;
         writeln!(
             f,
             "  connections     {} (subscribers {}/{}, publishers {}/{})",
@@ -173,8 +181,10 @@ mod tests {
         let args = BenchArgs::default();
         let stats = Stats::new(args.channels);
         stats.error("RATE_LIMITED");
-        let report = build(&args, &stats, Duration::from_secs(2), false, (Some(100), Some(300)), 10);
+        let urls = UrlLists::from_args(&args).expect("default URL");
+        let report = build(&args, &urls, &stats, Duration::from_secs(2), false, (Some(100), Some(300)), 10);
         let text = report.to_string();
+        assert_eq!(text.lines().nth(1), Some("  target          ws://127.0.0.1:8080/ws  room bench  channels 10"));
         assert!(text.contains("RATE_LIMITED=1"), "{text}");
         assert!(text.contains("per connection 20.00 KiB"), "{text}");
         let json = serde_json::to_string(&report).expect("serializable");
@@ -182,5 +192,37 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(v["errors_by_code"]["RATE_LIMITED"], 1);
         assert_eq!(v["latency_us"], serde_json::Value::Null);
+        assert_eq!(v["url"], "ws://127.0.0.1:8080/ws");
+        assert_eq!(v["urls"], serde_json::json!(["ws://127.0.0.1:8080/ws"]));
+        assert_eq!(v["publish_urls"], serde_json::json!(["ws://127.0.0.1:8080/ws"]));
+    }
+
+    #[test]
+    fn report_lists_cluster_urls() {
+        let target = |args: &BenchArgs| {
+            let urls = UrlLists::from_args(args).expect("valid URLs");
+            let report = build(args, &urls, &Stats::new(args.channels), Duration::ZERO, false, (None, None), 0);
+            let line = report.to_string().lines().nth(1).unwrap_or_default().to_string();
+            (report, line)
+        };
+        let b = "ws://127.0.0.1:18302/ws";
+        let a = "ws://127.0.0.1:18301/ws";
+
+        let args = BenchArgs { url: format!("{a},{b}"), ..BenchArgs::default() };
+        let (report, line) = target(&args);
+        assert_eq!(line, format!("  target          {a}, {b}  room bench  channels 10"));
+        assert_eq!((report.url.as_str(), report.urls.len(), report.publish_urls.len()), (a, 2, 2));
+
+        let args = BenchArgs { url: b.into(), publish_url: Some(a.into()), ..BenchArgs::default() };
+        let (report, line) = target(&args);
+        assert_eq!(line, format!("  target          {b}  publish {a}  room bench  channels 10"));
+        let v = serde_json::to_value(&report).expect("serializable");
+        assert_eq!(v["url"], b);
+        assert_eq!(v["urls"], serde_json::json!([b]));
+        assert_eq!(v["publish_urls"], serde_json::json!([a]));
+
+        // Without publishers the publish URLs are not shown.
+        let args = BenchArgs { url: b.into(), publish_url: Some(a.into()), publishers: 0, ..BenchArgs::default() };
+        assert_eq!(target(&args).1, format!("  target          {b}  room bench  channels 10"));
     }
 }
