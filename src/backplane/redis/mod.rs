@@ -203,9 +203,12 @@ impl RedisBackplane {
                 Err(_) => tracing::error!("redis not reachable yet; the node stays unready until it is"),
             }
         }
-        let control = [inner.keys.ctl(node), inner.keys.private()];
-        if let Err(e) = inner.sub.ssubscribe(control.to_vec()).await {
-            tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+        // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and a
+        // multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
+        for channel in [inner.keys.ctl(node), inner.keys.private()] {
+            if let Err(e) = inner.sub.ssubscribe(channel).await {
+                tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+            }
         }
         tokio::spawn(live::run(inner.clone(), messages, reconnects, ctl_rx));
         tokio::spawn(live::maintain(inner.clone()));
