@@ -12,6 +12,7 @@
 //! (presence frame), `D` (deleted); node channel `C\n<n>` (canary), `A\n<request>\n<count>`
 //! (private answer); private channel `Q\n<request>\n<sender>\n<c|u>\n<target>\n<frame>`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,8 @@ pub(super) async fn run(
 ) {
     let mut sweep = tokio::time::interval(Duration::from_millis(inner.cfg.sweep_interval_ms));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A resubscribe that failed is tried again at every sweep until it succeeds.
+    let mut resubscribe_pending = false;
     loop {
         tokio::select! {
             biased;
@@ -93,9 +96,7 @@ pub(super) async fn run(
             },
             r = reconnects.recv() => match r {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(e) = inner.sub.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribe after reconnect failed; the sweep retries");
-                    }
+                    resubscribe_pending = !resubscribe(&inner).await;
                     sweep_all(&inner).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -108,9 +109,38 @@ pub(super) async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = sweep.tick() => sweep_all(&inner).await,
+            _ = sweep.tick() => {
+                if resubscribe_pending {
+                    resubscribe_pending = !resubscribe(&inner).await;
+                }
+                sweep_all(&inner).await;
+            }
         }
     }
+}
+
+/// Subscribes the (reconnected) subscriber connection again to every shard channel it tracks,
+/// and to the node's control channels (also when subscribing to them at start failed): on
+/// Cluster one SSUBSCRIBE per hash slot (one across slots is refused), else one for all. Not
+/// fred's `resubscribe_all`: that first sends SUBSCRIBE and PSUBSCRIBE without channels, which
+/// Redis refuses, so it never gets to the shard channels. False when it failed.
+async fn resubscribe(inner: &Inner) -> bool {
+    let result: Result<(), fred::error::Error> = async {
+        let mut channels: BTreeSet<String> = inner.sub.tracked_shard_channels().iter().map(|c| c.to_string()).collect();
+        channels.extend([inner.keys.ctl(&inner.node), inner.keys.private()]);
+        if !inner.sub.is_clustered() {
+            return inner.sub.ssubscribe(channels.into_iter().collect::<Vec<_>>()).await;
+        }
+        for (_, group) in fred::util::group_by_hash_slot(channels)? {
+            inner.sub.ssubscribe(group).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "resubscribe after reconnect failed; the sweep retries");
+    }
+    result.is_ok()
 }
 
 async fn on_message(inner: &Arc<Inner>, msg: Message) {
