@@ -6,7 +6,9 @@
 //! subscribes in Redis only to channels its clients use. The live path (`live.rs`) checks each
 //! channel's offsets and fills any gap from the stream, sweeps every subscribed channel
 //! periodically and after a reconnect, and turns a lost stream into a new epoch that clients
-//! see (`history_lost`). Readiness is a canary published and received through pub/sub.
+//! see (`history_lost`). Readiness is a canary published and received through pub/sub. On
+//! Sentinel the node also asks the sentinels for the master at every canary tick and reconnects
+//! as soon as most of them name another server.
 
 mod keys;
 mod live;
