@@ -40,6 +40,12 @@ fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// Replies of a server that cannot take the command now but will soon (restart, failover, a
+/// resharding Cluster), and fred's error for a command with no connection to go to (between a
+/// disconnect and the reconnect): none of them applied the command.
+const TRANSIENT: [&str; 6] =
+    ["LOADING", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "TRYAGAIN", "Failed to route command"];
+
 /// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
 fn bp(e: fred::error::Error) -> BackplaneError {
     use fred::error::ErrorKind as K;
@@ -47,9 +53,7 @@ fn bp(e: fred::error::Error) -> BackplaneError {
         K::IO | K::Timeout | K::Canceled | K::Backpressure | K::Routing | K::Cluster | K::Sentinel => {
             BackplaneError::Unavailable(e.to_string())
         }
-        _ if e.details().starts_with("LOADING") || e.details().starts_with("CLUSTERDOWN") => {
-            BackplaneError::Unavailable(e.to_string())
-        }
+        _ if TRANSIENT.iter().any(|t| e.details().starts_with(t)) => BackplaneError::Unavailable(e.to_string()),
         _ => BackplaneError::Internal(e.to_string()),
     }
 }
@@ -615,5 +619,27 @@ impl Backplane for RedisBackplane {
         }
         let _ = i.sub.quit().await;
         let _ = i.client.quit().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::error::{Error, ErrorKind};
+
+    #[test]
+    fn failover_and_reconnect_errors_are_unavailable() {
+        for msg in [
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "LOADING Redis is loading the dataset in memory",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "Failed to route command.",
+        ] {
+            assert!(matches!(bp(Error::new(ErrorKind::Unknown, msg)), BackplaneError::Unavailable(_)), "{msg}");
+        }
+        assert!(matches!(bp(Error::new(ErrorKind::IO, "reset")), BackplaneError::Unavailable(_)));
+        let script = Error::new(ErrorKind::Unknown, "ERR user_script:1: Script attempted to access a non local key");
+        assert!(matches!(bp(script), BackplaneError::Internal(_)));
     }
 }
