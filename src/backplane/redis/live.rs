@@ -12,6 +12,7 @@
 //! (presence frame), `D` (deleted); node channel `C\n<n>` (canary), `A\n<request>\n<count>`
 //! (private answer); private channel `Q\n<request>\n<sender>\n<c|u>\n<target>\n<frame>`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,8 @@ pub(super) async fn run(
 ) {
     let mut sweep = tokio::time::interval(Duration::from_millis(inner.cfg.sweep_interval_ms));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A resubscribe that failed is tried again at every sweep until it succeeds.
+    let mut resubscribe_pending = false;
     loop {
         tokio::select! {
             biased;
@@ -94,7 +97,7 @@ pub(super) async fn run(
             },
             r = reconnects.recv() => match r {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    resubscribe(&inner).await;
+                    resubscribe_pending = !resubscribe(&inner).await;
                     sweep_all(&inner).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -107,20 +110,38 @@ pub(super) async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = sweep.tick() => sweep_all(&inner).await,
+            _ = sweep.tick() => {
+                if resubscribe_pending {
+                    resubscribe_pending = !resubscribe(&inner).await;
+                }
+                sweep_all(&inner).await;
+            }
         }
     }
 }
 
-/// Subscribes again to every shard channel the node listens to, one by one (each may live on
-/// another Cluster shard), after its subscriber connection came back.
-async fn resubscribe(inner: &Inner) {
-    let channels = inner.sub.tracked_shard_channels();
-    for ch in channels {
-        if let Err(e) = inner.sub.ssubscribe(ch.clone()).await {
-            tracing::warn!(channel = %ch, error = %e, "resubscribe after reconnect failed; the sweep retries");
+/// Subscribes the (reconnected) subscriber connection again to every shard channel it tracks,
+/// and to the node's control channels (also when subscribing to them at start failed): on
+/// Cluster one SSUBSCRIBE per hash slot (one across slots is refused), else one for all. Not
+/// fred's `resubscribe_all`: that first sends SUBSCRIBE and PSUBSCRIBE without channels, which
+/// Redis refuses, so it never gets to the shard channels. False when it failed.
+async fn resubscribe(inner: &Inner) -> bool {
+    let result: Result<(), fred::error::Error> = async {
+        let mut channels: BTreeSet<String> = inner.sub.tracked_shard_channels().iter().map(|c| c.to_string()).collect();
+        channels.extend([inner.keys.ctl(&inner.node), inner.keys.private()]);
+        if !inner.sub.is_clustered() {
+            return inner.sub.ssubscribe(channels.into_iter().collect::<Vec<_>>()).await;
         }
+        for (_, group) in fred::util::group_by_hash_slot(channels)? {
+            inner.sub.ssubscribe(group).await?;
+        }
+        Ok(())
     }
+    .await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "resubscribe after reconnect failed; the sweep retries");
+    }
+    result.is_ok()
 }
 
 async fn on_message(inner: &Arc<Inner>, msg: Message) {
@@ -407,8 +428,112 @@ pub(super) async fn send_private(inner: &Arc<Inner>, target: &Target, frame: &Fr
     result
 }
 
-/// Heartbeat, dead-node reaping and the readiness canary.
+/// Sentinel only: which server the sentinels name master, asked at every canary tick.
+///
+/// fred asks the sentinels only when a connection breaks. A deposed master that is still up
+/// (`SENTINEL FAILOVER`, a partition) keeps taking writes until the sentinels reconfigure it,
+/// seconds later, and drops them then; acks given meanwhile would be for lost events. So the
+/// node asks the sentinels itself and reconnects as soon as most of them name another server
+/// (most, so that one stale sentinel cannot make it reconnect over and over).
+struct MasterWatch {
+    service: String,
+    timeout: Duration,
+    /// Per configured sentinel: the settings to reach it, and the open connection.
+    sentinels: Vec<(Config, Option<Client>)>,
+}
+
+impl MasterWatch {
+    fn new(inner: &Inner) -> Option<Self> {
+        let mut config = inner.client.client_config();
+        let ServerConfig::Sentinel { hosts, service_name, username, password } = config.server.clone() else {
+            return None;
+        };
+        config.username = username;
+        config.password = password;
+        config.database = None;
+        let sentinels = hosts
+            .into_iter()
+            .map(|server| (Config { server: ServerConfig::Centralized { server }, ..config.clone() }, None))
+            .collect();
+        let timeout = Duration::from_millis(inner.cfg.command_timeout_ms);
+        Some(Self { service: service_name, timeout, sentinels })
+    }
+
+    /// `(host, port)` of the master most sentinels name now, if they do.
+    async fn master(&mut self) -> Option<(String, u16)> {
+        let (service, t) = (self.service.as_str(), self.timeout);
+        let asks = self.sentinels.iter_mut().map(|(config, conn)| async move {
+            let answer = tokio::time::timeout(t, ask(config, conn, service, t)).await;
+            match answer {
+                Ok(Ok(Some(addr))) => Some(addr),
+                _ => {
+                    // Connect afresh next time.
+                    if let Some(c) = conn.take() {
+                        tokio::spawn(async move { c.quit().await });
+                    }
+                    None
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let majority = self.sentinels.len() / 2 + 1;
+        let named = answers.iter().flatten();
+        named.clone().find(|addr| named.clone().filter(|a| a == addr).count() >= majority).cloned()
+    }
+}
+
+/// `SENTINEL get-master-addr-by-name` on one sentinel, connecting first when needed.
+async fn ask(
+    config: &Config,
+    conn: &mut Option<Client>,
+    service: &str,
+    t: Duration,
+) -> Result<Option<(String, u16)>, fred::error::Error> {
+    let c = match conn {
+        Some(c) => c,
+        None => {
+            let c = Builder::from_config(config.clone())
+                .with_connection_config(|c| {
+                    c.connection_timeout = t;
+                    c.internal_command_timeout = t;
+                    c.max_command_attempts = 1;
+                })
+                .with_performance_config(|p| p.default_command_timeout = t)
+                .build()?;
+            let c = conn.insert(c);
+            c.init().await?;
+            c
+        }
+    };
+    let cmd = fred::types::CustomCommand::new_static("SENTINEL", fred::types::ClusterHash::FirstKey, false);
+    let v: Value = c.custom(cmd, vec!["get-master-addr-by-name", service]).await?;
+    let v = v.into_array();
+    Ok(match (v.first().and_then(Value::as_string), v.get(1).and_then(num)) {
+        (Some(host), Some(port)) => u16::try_from(port).ok().map(|p| (host, p)),
+        _ => None,
+    })
+}
+
+/// Reconnects `c` (which then asks the sentinels for the master) when it is connected to a server
+/// other than `master`.
+async fn follow<C: ClientLike>(c: &C, master: &(String, u16), timeout: Duration) {
+    if !c.is_connected() {
+        return; // fred reconnects by itself, through the sentinels
+    }
+    let Some(at) = c.active_connections().into_iter().next() else { return };
+    if *at.host == *master.0 && at.port == master.1 {
+        return;
+    }
+    tracing::warn!(from = %format!("{}:{}", at.host, at.port), to = %format!("{}:{}", master.0, master.1),
+        "the sentinels name another master; reconnecting");
+    if let Ok(Err(e)) = tokio::time::timeout(timeout, c.force_reconnection()).await {
+        tracing::warn!(error = %e, "reconnect to the new master failed; retrying");
+    }
+}
+
+/// Heartbeat, dead-node reaping, the readiness canary and, on Sentinel, following the master.
 pub(super) async fn maintain(inner: Arc<Inner>) {
+    let mut watch = MasterWatch::new(&inner);
     let mut canary = tokio::time::interval(Duration::from_millis(inner.cfg.canary_interval_ms));
     let beat_ms = (inner.cfg.node_ttl_s * 1000 / 4).clamp(250, 2000);
     let mut beat = tokio::time::interval(Duration::from_millis(beat_ms));
@@ -433,6 +558,12 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
                 let r: Result<i64, _> = inner.client.spublish(inner.keys.ctl(&inner.node), format!("C\n{n}")).await;
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "canary publish failed");
+                }
+                if let Some(w) = watch.as_mut() {
+                    if let Some(master) = w.master().await {
+                        follow(&inner.client, &master, w.timeout).await;
+                        follow(&inner.sub, &master, w.timeout).await;
+                    }
                 }
             }
             _ = beat.tick() => {

@@ -6,7 +6,9 @@
 //! subscribes in Redis only to channels its clients use. The live path (`live.rs`) checks each
 //! channel's offsets and fills any gap from the stream, sweeps every subscribed channel
 //! periodically and after a reconnect, and turns a lost stream into a new epoch that clients
-//! see (`history_lost`). Readiness is a canary published and received through pub/sub.
+//! see (`history_lost`). Readiness is a canary published and received through pub/sub. On
+//! Sentinel the node also asks the sentinels for the master at every canary tick and reconnects
+//! as soon as most of them name another server.
 
 mod keys;
 mod live;
@@ -38,6 +40,12 @@ fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// Replies of a server that cannot take the command now but will soon (restart, failover, a
+/// resharding Cluster), and fred's error for a command with no connection to go to (between a
+/// disconnect and the reconnect): none of them applied the command.
+const TRANSIENT: [&str; 6] =
+    ["LOADING", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "TRYAGAIN", "Failed to route command"];
+
 /// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
 fn bp(e: fred::error::Error) -> BackplaneError {
     use fred::error::ErrorKind as K;
@@ -45,9 +53,7 @@ fn bp(e: fred::error::Error) -> BackplaneError {
         K::IO | K::Timeout | K::Canceled | K::Backpressure | K::Routing | K::Cluster | K::Sentinel => {
             BackplaneError::Unavailable(e.to_string())
         }
-        _ if e.details().starts_with("LOADING") || e.details().starts_with("CLUSTERDOWN") => {
-            BackplaneError::Unavailable(e.to_string())
-        }
+        _ if TRANSIENT.iter().any(|t| e.details().starts_with(t)) => BackplaneError::Unavailable(e.to_string()),
         _ => BackplaneError::Internal(e.to_string()),
     }
 }
@@ -226,8 +232,10 @@ impl RedisBackplane {
                 Err(_) => tracing::error!("redis not reachable yet; the node stays unready until it is"),
             }
         }
-        for control in [inner.keys.ctl(node), inner.keys.private()] {
-            if let Err(e) = inner.sub.ssubscribe(control).await {
+        // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and a
+        // multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
+        for channel in [inner.keys.ctl(node), inner.keys.private()] {
+            if let Err(e) = inner.sub.ssubscribe(channel).await {
                 tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
             }
         }
@@ -634,5 +642,27 @@ impl Backplane for RedisBackplane {
         }
         let _ = i.sub.quit().await;
         let _ = i.client.quit().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::error::{Error, ErrorKind};
+
+    #[test]
+    fn failover_and_reconnect_errors_are_unavailable() {
+        for msg in [
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "LOADING Redis is loading the dataset in memory",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "Failed to route command.",
+        ] {
+            assert!(matches!(bp(Error::new(ErrorKind::Unknown, msg)), BackplaneError::Unavailable(_)), "{msg}");
+        }
+        assert!(matches!(bp(Error::new(ErrorKind::IO, "reset")), BackplaneError::Unavailable(_)));
+        let script = Error::new(ErrorKind::Unknown, "ERR user_script:1: Script attempted to access a non local key");
+        assert!(matches!(bp(script), BackplaneError::Internal(_)));
     }
 }
