@@ -23,6 +23,9 @@ use crate::telemetry::metrics;
 
 /// The subprotocol of protocol v1.
 const SUBPROTOCOL: &str = "arqonbus.v1";
+/// Bytes read from a socket at a time: small, because every idle connection holds it (frames
+/// bigger than this are read in several steps, up to `limits.max_frame_bytes`).
+const READ_BUFFER: usize = 1024;
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 256;
 /// Longest wait to flush queued frames before a close.
@@ -83,7 +86,7 @@ pub async fn upgrade(
     };
     let l = &node.config.limits;
     ws.protocols([SUBPROTOCOL])
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(l.max_frame_bytes.saturating_mul(64).max(1 << 20))
         .max_message_size(l.max_frame_bytes)
@@ -186,7 +189,9 @@ async fn read_loop(
                         break;
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Flow::Close(code) = session.handle_text(text.as_str()).await {
+                        // Boxed: the command futures are large, and keeping them inline would make
+                        // every idle connection's task as big as the biggest command.
+                        if let Flow::Close(code) = Box::pin(session.handle_text(text.as_str())).await {
                             conn.close(code);
                             break;
                         }
@@ -304,4 +309,25 @@ async fn flush_pending(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Resul
         sink.feed(Message::Text(f)).await?;
     }
     sink.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size4<A, B, C, D, F>(_f: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn size3<A, B, C, F>(_f: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle connection holds its tasks' futures: command handling is boxed so that they
+    /// stay small (memory per idle connection is a target, see docs/performance.md).
+    #[test]
+    fn idle_connection_tasks_stay_small() {
+        assert!(size4(run) <= 2560, "connection task future: {} bytes", size4(run));
+        assert!(size3(read_loop) <= 1536, "reader future: {} bytes", size3(read_loop));
+    }
 }
