@@ -2,8 +2,8 @@
 //!
 //! Order of work, so that nothing is lost or doubled: register the subscription in buffering
 //! mode (live events are held) → declare interest in the backplane → read the stream position
-//! → reply → replay the gap from history in pages, paced by the client's outbox → release the
-//! held live events above the replayed range → live.
+//! → join presence → reply → replay the gap from history in pages, paced by the client's outbox
+//! → release the held live events above the replayed range → live.
 
 use serde_json::{json, Value};
 
@@ -87,12 +87,14 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
         "room": key.room(), "channel": key.channel(), "epoch": pos.epoch,
         "offset": (pos.top > 0).then_some(pos.top), "recovered": recovered, "replayed": replayed,
     });
-    s.conn.send(reply_frame(request_id, &reply)).await;
-    replay(s, &key, start, pos.top).await;
-    node.router.go_live(&sub, pos.top);
+    // In presence before the reply: once a client has its reply, others see it there. Its own
+    // `join` frame (presence events on) is held with the live events and follows the replay.
     if presence {
         join(s, &key).await;
     }
+    s.conn.send(reply_frame(request_id, &reply)).await;
+    replay(s, &key, start, pos.top).await;
+    node.router.go_live(&sub, pos.top);
     s.activity(Activity::Subscribed, Some(&key)).await;
     Ok(Outcome::Sent)
 }

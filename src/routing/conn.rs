@@ -1,7 +1,7 @@
 //! One connection as routing sees it: an outbox (a bounded queue of frames), its
 //! subscriptions, and a way to ask the transport to close it with a code.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
@@ -21,6 +21,8 @@ pub struct ConnHandle {
     closing: CancellationToken,
     close_code: AtomicU16,
     drained: Notify,
+    /// Replays waiting in `send_paced` (the writer only notifies when there are some).
+    pacing: AtomicUsize,
     subs: Mutex<Vec<ChannelKey>>,
 }
 
@@ -36,6 +38,7 @@ impl ConnHandle {
             closing: CancellationToken::new(),
             close_code: AtomicU16::new(0),
             drained: Notify::new(),
+            pacing: AtomicUsize::new(0),
             subs: Mutex::new(Vec::new()),
         };
         (Arc::new(handle), rx)
@@ -65,14 +68,23 @@ impl ConnHandle {
     /// Queues a replayed frame once at least half of the queue is free, so replay never
     /// crowds out live traffic into a 4008.
     pub async fn send_paced(&self, frame: Frame) -> bool {
-        loop {
-            let wait = self.drained.notified();
-            if self.tx.capacity() > self.capacity / 2 || self.closing.is_cancelled() {
-                break;
-            }
-            tokio::select! {
-                _ = wait => {}
-                _ = self.closing.cancelled() => return false,
+        if self.tx.capacity() <= self.capacity / 2 {
+            // While the queue is over half full the writer has batches to flush, and each flush
+            // notifies: registering before the check below means no wake-up is missed.
+            self.pacing.fetch_add(1, Ordering::SeqCst);
+            let closed = loop {
+                let wait = self.drained.notified();
+                if self.tx.capacity() > self.capacity / 2 || self.closing.is_cancelled() {
+                    break false;
+                }
+                tokio::select! {
+                    _ = wait => {}
+                    _ = self.closing.cancelled() => break true,
+                }
+            };
+            self.pacing.fetch_sub(1, Ordering::SeqCst);
+            if closed {
+                return false;
             }
         }
         self.send(frame).await
@@ -80,7 +92,9 @@ impl ConnHandle {
 
     /// Called by the writer after it flushed a batch.
     pub fn notify_drained(&self) {
-        self.drained.notify_waiters();
+        if self.pacing.load(Ordering::SeqCst) > 0 {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Asks the transport to close the connection with `code`; the first code wins.

@@ -165,13 +165,14 @@ async fn read_loop(
     let conn = session.conn.clone();
     let mut peer_closed = false;
     let idle = sleep(heartbeat * 2);
-    tokio::pin!(idle);
+    let closed = conn.closing().clone().cancelled_owned();
+    tokio::pin!(idle, closed);
     loop {
         let expiry = unix_deadline(session.expires_at());
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => break,
+            _ = &mut closed => break,
             _ = &mut idle => {
                 tracing::debug!(client_id = %conn.client_id, "heartbeat timeout");
                 conn.close(close::GOING_AWAY);
@@ -255,11 +256,16 @@ async fn write_loop(
     jitter_ms: u64,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    // Created once: a cancellation future registers with its token (the drain token is shared by
+    // every connection), so making new ones on every wake-up would contend on one lock.
+    let closed = conn.closing().clone().cancelled_owned();
+    let draining = drain.cancelled_owned();
+    tokio::pin!(closed, draining);
     let code = loop {
         tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => break conn.close_code().unwrap_or(close::NORMAL),
-            _ = drain.cancelled() => {
+            _ = &mut closed => break conn.close_code().unwrap_or(close::NORMAL),
+            _ = &mut draining => {
                 let after = uuid::Uuid::new_v4().as_u128() % (u128::from(jitter_ms) + 1);
                 let frame = system_frame("draining", None, &json!({ "reconnect_after_ms": after as u64 }));
                 let _ = flush_pending(&mut sink, &mut rx).await;
