@@ -181,3 +181,23 @@ async fn a_counter_that_went_back_gets_a_new_epoch_and_no_offset_is_reused() {
     let ack = publisher.publish("r", "c", json!("next")).await;
     assert!(ack["offset"].as_u64().unwrap() > 10, "offsets 7..10 are never handed out again: {ack}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_redis_waits_unready_then_serves() {
+    let mut redis = Redis::start();
+    redis.stop();
+    // Alive (liveness) but not ready while Redis is away.
+    let gw = Gateway::spawn(&[
+        ("ARQONBUS_BACKPLANE__URL", redis.url()),
+        ("ARQONBUS_BACKPLANE__CANARY_INTERVAL_MS", "200".into()),
+    ])
+    .await;
+    assert_eq!(gw.ready().await, 503);
+    redis.restart();
+    gw.wait_ready(200, Duration::from_secs(20)).await;
+    let mut sub = Client::connect(gw.addr()).await;
+    sub.subscribe("r", "c").await;
+    let mut publisher = Client::connect(gw.addr()).await;
+    assert_eq!(publisher.publish("r", "c", json!("late")).await["offset"], 1);
+    assert_eq!(sub.event().await["payload"], "late");
+}

@@ -221,33 +221,66 @@ impl RedisBackplane {
         drop(inner.client.connect());
         drop(inner.sub.connect());
         let wait = Duration::from_secs(10);
-        let waits = [
-            tokio::time::timeout(wait, inner.client.wait_for_connect()).await,
-            tokio::time::timeout(wait, inner.sub.wait_for_connect()).await,
-        ];
-        for w in waits {
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(wait, inner.client.wait_for_connect()),
+            tokio::time::timeout(wait, inner.sub.wait_for_connect()),
+        );
+        let mut reachable = true;
+        for w in [a, b] {
             match w {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(RedisStartError(format!("cannot connect: {}", e.details()))),
-                Err(_) => tracing::error!("redis not reachable yet; the node stays unready until it is"),
+                // Wrong settings are fatal; an unreachable Redis is not: the node serves
+                // /healthz, stays unready, and connects when Redis comes (e.g. both starting
+                // at once on Kubernetes). The live path subscribes on that first connection.
+                Ok(Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url) => {
+                    return Err(RedisStartError(format!("cannot connect: {}", e.details())));
+                }
+                Ok(Err(e)) => {
+                    reachable = false;
+                    tracing::error!(error = %e, "redis not reachable yet; the node stays unready until it is");
+                }
+                Err(_) => {
+                    reachable = false;
+                    tracing::error!("redis not reachable yet; the node stays unready until it is");
+                }
             }
         }
-        // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and a
-        // multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
-        for channel in [inner.keys.ctl(node), inner.keys.private()] {
-            if let Err(e) = inner.sub.ssubscribe(channel).await {
-                tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+        if reachable {
+            // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and
+            // a multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
+            for channel in [inner.keys.ctl(node), inner.keys.private()] {
+                if let Err(e) = inner.sub.ssubscribe(channel).await {
+                    tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+                }
             }
         }
         tokio::spawn(live::run(inner.clone(), messages, reconnects, ctl_rx));
         tokio::spawn(live::maintain(inner.clone()));
+        if !reachable {
+            // fred retries a connection that was lost, not one that never came up.
+            let i = inner.clone();
+            tokio::spawn(async move {
+                tokio::join!(until_connected(&i.client, &i.cancel), until_connected(&i.sub, &i.cancel));
+            });
+        }
         let node = Self { inner };
         // Start ready: wait (bounded) for the first canary to come back through pub/sub.
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + if reachable { wait } else { Duration::ZERO };
         while !node.healthy().await && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(node)
+    }
+}
+
+/// Connects `c` again and again (every half second) until it is connected once.
+async fn until_connected<C: ClientLike>(c: &C, cancel: &CancellationToken) {
+    while !c.is_connected() && !cancel.is_cancelled() {
+        if c.state() == ClientState::Disconnected {
+            drop(c.connect());
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.wait_for_connect()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
