@@ -196,8 +196,38 @@ async fn a_gateway_started_before_redis_waits_unready_then_serves() {
     redis.restart();
     gw.wait_ready(200, Duration::from_secs(20)).await;
     let mut sub = Client::connect(gw.addr()).await;
-    sub.subscribe("r", "c").await;
+    // A client retries UNAVAILABLE after `retry_after_ms` (the connection may still be settling
+    // on a loaded machine); it must succeed soon after readiness.
+    let mut answer = Value::Null;
+    for _ in 0..5 {
+        answer = sub.command("subscribe", json!({ "room": "r", "channel": "c" })).await;
+        if answer["type"] == "reply" {
+            break;
+        }
+        assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+        tokio::time::sleep(Duration::from_millis(answer["error"]["retry_after_ms"].as_u64().unwrap())).await;
+    }
+    assert_eq!(answer["type"], "reply", "{answer}");
     let mut publisher = Client::connect(gw.addr()).await;
     assert_eq!(publisher.publish("r", "c", json!("late")).await["offset"], 1);
     assert_eq!(sub.event().await["payload"], "late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_redis_credentials_stop_start_up_loudly() {
+    let redis = Redis::start_with(RedisOpts {
+        acl_user: Some(("arqonbus".into(), "right-password".into())),
+        ..Default::default()
+    });
+    let url = format!("redis://arqonbus:wrong-password@127.0.0.1:{}", redis.port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arqonbus"))
+        .arg("serve")
+        .env("ARQONBUS_BACKPLANE__URL", url)
+        .env("ARQONBUS_SERVER__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out).await.expect("exits by itself").unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis backplane: cannot connect"), "{stderr}");
+    assert!(!stderr.contains("wrong-password"), "the password is never printed: {stderr}");
 }

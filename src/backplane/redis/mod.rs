@@ -178,7 +178,29 @@ impl RedisBackplane {
         inbound: Arc<dyn Inbound>,
     ) -> Result<Self, RedisStartError> {
         let timeout = Duration::from_millis(cfg.command_timeout_ms);
-        let builder = Builder::from_config(fred_config(cfg)?)
+        let wait = Duration::from_secs(10);
+        let mut config = fred_config(cfg)?;
+        // One probe connection that fails fast: wrong credentials or settings stop start-up
+        // loudly; an unreachable Redis does not (the node waits for it, unready).
+        let probe = Builder::from_config(config.clone())
+            .with_connection_config(|c| c.connection_timeout = timeout)
+            .build()
+            .map_err(|e| RedisStartError(e.details().to_string()))?;
+        let probed = match tokio::time::timeout(wait, probe.init()).await {
+            Ok(Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url) => {
+                return Err(RedisStartError(format!("cannot connect: {}", e.details())));
+            }
+            Ok(Ok(_)) => {
+                let _ = probe.quit().await;
+                true
+            }
+            _ => false,
+        };
+        // Redis answered the probe: wait for the real connections; else do not hold up start-up.
+        let wait = if probed { wait } else { Duration::from_millis(200) };
+        // From here on a first connection that fails is retried like a lost one.
+        config.fail_fast = false;
+        let builder = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = timeout;
                 c.internal_command_timeout = timeout;
@@ -220,30 +242,15 @@ impl RedisBackplane {
         let reconnects = inner.sub.reconnect_rx();
         drop(inner.client.connect());
         drop(inner.sub.connect());
-        let wait = Duration::from_secs(10);
         let (a, b) = tokio::join!(
             tokio::time::timeout(wait, inner.client.wait_for_connect()),
             tokio::time::timeout(wait, inner.sub.wait_for_connect()),
         );
-        let mut reachable = true;
-        for w in [a, b] {
-            match w {
-                Ok(Ok(())) => {}
-                // Wrong settings are fatal; an unreachable Redis is not: the node serves
-                // /healthz, stays unready, and connects when Redis comes (e.g. both starting
-                // at once on Kubernetes). The live path subscribes on that first connection.
-                Ok(Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url) => {
-                    return Err(RedisStartError(format!("cannot connect: {}", e.details())));
-                }
-                Ok(Err(e)) => {
-                    reachable = false;
-                    tracing::error!(error = %e, "redis not reachable yet; the node stays unready until it is");
-                }
-                Err(_) => {
-                    reachable = false;
-                    tracing::error!("redis not reachable yet; the node stays unready until it is");
-                }
-            }
+        let reachable = matches!((a, b), (Ok(Ok(())), Ok(Ok(()))));
+        if !reachable {
+            // The node serves /healthz, stays unready, and connects when Redis comes (e.g. both
+            // starting at once on Kubernetes); the live path subscribes on that first connection.
+            tracing::error!("redis not reachable yet; the node stays unready until it is");
         }
         if reachable {
             // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and
@@ -256,13 +263,6 @@ impl RedisBackplane {
         }
         tokio::spawn(live::run(inner.clone(), messages, reconnects, ctl_rx));
         tokio::spawn(live::maintain(inner.clone()));
-        if !reachable {
-            // fred retries a connection that was lost, not one that never came up.
-            let i = inner.clone();
-            tokio::spawn(async move {
-                tokio::join!(until_connected(&i.client, &i.cancel), until_connected(&i.sub, &i.cancel));
-            });
-        }
         let node = Self { inner };
         // Start ready: wait (bounded) for the first canary to come back through pub/sub.
         let deadline = tokio::time::Instant::now() + if reachable { wait } else { Duration::ZERO };
@@ -270,17 +270,6 @@ impl RedisBackplane {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(node)
-    }
-}
-
-/// Connects `c` again and again (every half second) until it is connected once.
-async fn until_connected<C: ClientLike>(c: &C, cancel: &CancellationToken) {
-    while !c.is_connected() && !cancel.is_cancelled() {
-        if c.state() == ClientState::Disconnected {
-            drop(c.connect());
-            let _ = tokio::time::timeout(Duration::from_secs(2), c.wait_for_connect()).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
