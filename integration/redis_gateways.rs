@@ -49,8 +49,8 @@ async fn publish_n(addr: SocketAddr, channels: Vec<String>, n: usize, tag: usize
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // An acked publish on a side channel proves the node processed every frame before it.
-    c.publish("load", "done", json!(tag)).await;
+    // No acked marker at the end: the followers wait for every offset (on a loaded machine the
+    // node may take longer than one frame timeout to work through the queued publishes).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -451,6 +451,8 @@ impl MasterWatch {
         config.username = username;
         config.password = password;
         config.database = None;
+        // A sentinel that does not answer is skipped for this tick, not waited for.
+        config.fail_fast = true;
         let sentinels = hosts
             .into_iter()
             .map(|server| (Config { server: ServerConfig::Centralized { server }, ..config.clone() }, None))
