@@ -88,7 +88,7 @@ fn authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, StartError> 
         }
         (AuthKind::Webhook, _, Some(url)) => Arc::new(
             WebhookAuthenticator::new(
-                url,
+                url.expose(),
                 Duration::from_millis(a.webhook_timeout_ms),
                 Duration::from_secs(a.webhook_cache_s),
             )

@@ -279,7 +279,7 @@ pub struct AuthConfig {
     /// Required `aud` claim, if set.
     pub jwt_audience: Option<String>,
     /// The http(s) URL that `kind = "webhook"` POSTs `{"token":…}` to.
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret>,
     /// Longest wait for the webhook's whole answer; past it the handshake is refused (503).
     pub webhook_timeout_ms: u64,
     /// Seconds an accepted answer is reused for the same token; 0 = ask every time.
@@ -414,7 +414,7 @@ impl Config {
         if self.auth.kind == AuthKind::Webhook {
             match &self.auth.webhook_url {
                 None => return bad("auth.webhook_url", "is required when auth.kind = \"webhook\""),
-                Some(u) if !is_http_url(u) => {
+                Some(u) if !is_http_url(u.expose()) => {
                     return bad("auth.webhook_url", "must be an http:// or https:// URL with a host")
                 }
                 Some(_) => {}

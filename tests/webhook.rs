@@ -102,7 +102,7 @@ async fn answer(State(asked): State<Arc<Mutex<Vec<String>>>>, Json(body): Json<V
 fn webhook_config(hook: &Hook) -> Config {
     let mut c = config();
     c.auth.kind = AuthKind::Webhook;
-    c.auth.webhook_url = Some(hook.url());
+    c.auth.webhook_url = Some(hook.url().as_str().into());
     c.auth.webhook_timeout_ms = TIMEOUT_MS;
     c
 }
@@ -170,7 +170,7 @@ async fn webhook_answers_decide_the_handshake() {
 
     // A webhook that is down: 503 too.
     let mut cfg = webhook_config(&hook);
-    cfg.auth.webhook_url = Some(format!("http://{}/check", closed_port_addr()));
+    cfg.auth.webhook_url = Some(format!("http://{}/check", closed_port_addr()).as_str().into());
     let down = start(cfg).await;
     let (status, body) = refused(down.addr(), Some("alice")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
