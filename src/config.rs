@@ -608,8 +608,12 @@ mod tests {
     fn secrets_are_masked() {
         let mut c = Config::default();
         c.http.api_key = Some(Secret::from("0123456789abcdef-secret"));
+        c.backplane.url = Some(Secret::from("rediss://user:redis-pass-secret@redis.example:6380"));
+        c.backplane.password = Some(Secret::from("redis-pass-secret"));
+        c.auth.webhook_url = Some(Secret::from("https://hook:hook-pass-secret@auth.example/check"));
         let out = c.to_toml();
         assert!(!out.contains("0123456789abcdef-secret"));
+        assert!(!out.contains("redis-pass-secret") && !out.contains("hook-pass-secret"), "{out}");
         assert!(out.contains("********"));
     }
 }
