@@ -10,11 +10,11 @@ export RUST_BACKTRACE=0
 # A Redis that the packages start as a system service (6379, 26379) is never used: every
 # test process binds a kernel-chosen port and talks only to the servers it started.
 missing=()
-for tool in redis-server redis-cli redis-sentinel; do
+for tool in redis-server redis-cli redis-sentinel prometheus promtool; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> installing Redis (missing: ${missing[*]})"
+  echo "==> installing Redis and Prometheus (missing: ${missing[*]})"
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "no apt-get here: install Redis 7 (redis-server, redis-cli, redis-sentinel) and re-run" >&2
     exit 1
@@ -22,7 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root() {
     if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo "$@"; else "$@"; fi
   }
-  packages=(redis-server redis-tools redis-sentinel)
+  packages=(redis-server redis-tools redis-sentinel prometheus)
   if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"; then
     as_root apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
@@ -49,4 +49,4 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$r
 trap 'kill "$(cat "$redis_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 TEST_REDIS_URL="redis://127.0.0.1:$port" cargo nextest run --locked --no-fail-fast --test-threads 4 \
-  -E 'kind(test) and not binary(harness) and not binary(/^redis_/)'
+  -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus)'
