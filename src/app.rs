@@ -57,14 +57,20 @@ fn default_node_id() -> String {
     format!("{}-{suffix}", host.as_deref().unwrap_or("arqonbus"))
 }
 
+/// The node id, its router, and the router as the handler a backplane delivers to.
+fn identity_and_router(config: &Config) -> (String, Arc<Router>, Arc<dyn Inbound>) {
+    let id = config.server.node_id.clone().unwrap_or_else(default_node_id);
+    let router = Router::new();
+    let inbound: Arc<dyn Inbound> = router.clone();
+    (id, router, inbound)
+}
+
 /// Starts a node on its own embedded backplane (or the configured one).
 pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     match config.backplane.effective_kind() {
         BackplaneKind::Memory => start_on_bus(config, MemoryBus::new()).await,
         BackplaneKind::Redis => {
-            let id = config.server.node_id.clone().unwrap_or_else(default_node_id);
-            let router = Router::new();
-            let inbound: Arc<dyn Inbound> = router.clone();
+            let (id, router, inbound) = identity_and_router(&config);
             let backplane = RedisBackplane::connect(&config.backplane, &id, inbound).await?;
             serve(config, id, router, Arc::new(backplane)).await
         }
@@ -73,9 +79,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
 
 /// Starts a node attached to a shared in-memory bus (several nodes in one process).
 pub async fn start_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<RunningNode, StartError> {
-    let id = config.server.node_id.clone().unwrap_or_else(default_node_id);
-    let router = Router::new();
-    let inbound: Arc<dyn Inbound> = router.clone();
+    let (id, router, inbound) = identity_and_router(&config);
     let backplane: Arc<dyn Backplane> = Arc::new(bus.attach(&id, inbound));
     serve(config, id, router, backplane).await
 }

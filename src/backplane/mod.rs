@@ -151,7 +151,7 @@ pub struct LiveEvent {
 }
 
 /// Somebody in a channel's presence.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PresenceEntry {
     /// Client id.
     pub client_id: String,

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{args::Args, to_raw, unsubscribe, Activity, Outcome, Session};
 use crate::auth::AuthError;
-use crate::protocol::{system_frame, ErrorBody, ErrorCode};
+use crate::protocol::{unsubscribed_frame, ErrorBody, ErrorCode};
 
 /// Validates a new token for the same user and adopts its permissions and expiry.
 pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> {
@@ -37,7 +37,7 @@ pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> 
     let mut revoked = Vec::new();
     for key in s.conn.subscriptions().into_iter().filter(|k| !identity.permissions.can_subscribe(k)) {
         let Some(sub) = s.node.router.unsubscribe(&s.conn, &key) else { continue };
-        s.conn.send(system_frame("unsubscribed", Some(&key), &json!({ "reason": "permission_revoked" }))).await;
+        s.conn.send(unsubscribed_frame(&key, "permission_revoked")).await;
         unsubscribe::release(s, &key, &sub).await;
         revoked.push(key);
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{args, args::Args, backplane_error, Activity, Outcome, Session};
 use crate::backplane::{PresenceEntry, StreamPosition};
-use crate::protocol::{reply_frame, system_frame, timestamp_now, ChannelKey, ErrorBody, ErrorCode};
+use crate::protocol::{presence_frame, reply_frame, timestamp_now, ChannelKey, ErrorBody, ErrorCode};
 
 /// `since` of a resuming client.
 struct Since {
@@ -130,15 +130,10 @@ async fn join(s: &Session, key: &ChannelKey) {
         joined_at: timestamp_now(),
         info: s.identity.permissions.info.clone(),
     };
-    let announce = system_frame("join", Some(key), &presence_payload(&entry.client_id, &entry.user, &entry.info));
+    let announce = presence_frame("join", key, &entry.client_id, entry.user.as_deref(), &entry.info);
     if let Err(e) = s.node.backplane.presence_join(key, entry, announce).await {
         tracing::warn!(channel = %key, error = %e, "presence join failed");
     }
-}
-
-/// The payload of `join`/`leave` frames.
-pub fn presence_payload(client_id: &str, user: &Option<String>, info: &Value) -> Value {
-    json!({ "client_id": client_id, "user": user, "info": info })
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{args::Args, subscribe::presence_payload, to_raw, Activity, Outcome, Session};
-use crate::protocol::{system_frame, ChannelKey, ErrorBody, ErrorCode};
+use super::{args::Args, to_raw, Activity, Outcome, Session};
+use crate::protocol::{presence_frame, ChannelKey, ErrorBody, ErrorCode};
 use crate::routing::Sub;
 
 /// Ends a subscription.
@@ -27,8 +27,8 @@ pub async fn release(s: &Session, key: &ChannelKey, sub: &Arc<Sub>) {
         tracing::warn!(channel = %key, error = %e, "backplane unsubscribe failed");
     }
     if sub.presence {
-        let payload = presence_payload(&s.conn.client_id, &s.identity.user, &s.identity.permissions.info);
-        let announce = system_frame("leave", Some(key), &payload);
+        let (user, info) = (s.identity.user.as_deref(), &s.identity.permissions.info);
+        let announce = presence_frame("leave", key, &s.conn.client_id, user, info);
         if let Err(e) = bp.presence_leave(key, &s.conn.client_id, announce).await {
             tracing::warn!(channel = %key, error = %e, "presence leave failed");
         }

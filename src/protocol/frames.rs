@@ -200,6 +200,17 @@ pub fn system_frame(event: &str, key: Option<&ChannelKey>, payload: &Value) -> F
     Frame::from(to_json(&out))
 }
 
+/// A `join` or `leave` frame of a channel's presence.
+pub fn presence_frame(event: &str, key: &ChannelKey, client_id: &str, user: Option<&str>, info: &Value) -> Frame {
+    system_frame(event, Some(key), &serde_json::json!({ "client_id": client_id, "user": user, "info": info }))
+}
+
+/// The `unsubscribed` frame of a subscription the server ended (`reason`: channel_deleted,
+/// history_lost, permission_revoked).
+pub fn unsubscribed_frame(key: &ChannelKey, reason: &str) -> Frame {
+    system_frame("unsubscribed", Some(key), &serde_json::json!({ "reason": reason }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

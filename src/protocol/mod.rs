@@ -15,7 +15,7 @@ pub use envelope::{
     parse_client_frame, parse_http_publish, ClientFrame, CommandFrame, EventFrame, PrivateFrame, Rejection, Target,
 };
 pub use frames::{
-    error_frame, event_template, private_frame, raw, reply_frame, system_frame, timestamp_now, EventFields,
-    EventTemplate, Frame, PROTOCOL_VERSION,
+    error_frame, event_template, presence_frame, private_frame, raw, reply_frame, system_frame, timestamp_now,
+    unsubscribed_frame, EventFields, EventTemplate, Frame, PROTOCOL_VERSION,
 };
 pub use names::{validate_name, ChannelKey};

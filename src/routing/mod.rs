@@ -13,10 +13,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde_json::json;
-
 use crate::backplane::{GoneReason, Inbound, LiveEvent};
-use crate::protocol::{close, system_frame, ChannelKey, Frame, Target};
+use crate::protocol::{close, unsubscribed_frame, ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
 pub use conn::ConnHandle;
@@ -212,7 +210,7 @@ impl Inbound for Router {
 
     fn on_channel_gone(&self, key: &ChannelKey, reason: GoneReason) {
         let Some(subs) = wr(self.shard(key)).remove(key) else { return };
-        let frame = system_frame("unsubscribed", Some(key), &json!({ "reason": reason.as_str() }));
+        let frame = unsubscribed_frame(key, reason.as_str());
         for sub in subs {
             sub.conn.remove_sub(key);
             metrics().subscriptions.dec();

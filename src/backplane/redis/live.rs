@@ -128,7 +128,7 @@ pub(super) async fn run(
 async fn resubscribe(inner: &Inner) -> bool {
     let result: Result<(), fred::error::Error> = async {
         let mut channels: BTreeSet<String> = inner.sub.tracked_shard_channels().iter().map(|c| c.to_string()).collect();
-        channels.extend([inner.keys.ctl(&inner.node), inner.keys.private()]);
+        channels.extend([inner.own_ctl.clone(), inner.private.clone()]);
         if !inner.sub.is_clustered() {
             return inner.sub.ssubscribe(channels.into_iter().collect::<Vec<_>>()).await;
         }
@@ -147,9 +147,9 @@ async fn resubscribe(inner: &Inner) -> bool {
 async fn on_message(inner: &Arc<Inner>, msg: Message) {
     let Some(payload) = msg.value.as_string() else { return };
     let channel = &*msg.channel;
-    if channel == inner.keys.ctl(&inner.node) {
+    if channel == inner.own_ctl {
         on_node_message(inner, &payload);
-    } else if channel == inner.keys.private() {
+    } else if channel == inner.private {
         on_private(inner, &payload);
     } else if let (Some(key), Some(inc)) = (inner.keys.parse_live(channel), decode(&payload)) {
         deliver(inner, &key, inc).await;
@@ -409,7 +409,7 @@ pub(super) async fn send_private(inner: &Arc<Inner>, target: &Target, frame: &Fr
         Target::User(u) => ("u", u),
     };
     let msg = format!("Q\n{req}\n{}\n{kind}\n{target}\n{}", inner.node, frame.as_str());
-    let sent: Result<i64, _> = inner.client.spublish(inner.keys.private(), msg).await;
+    let sent: Result<i64, _> = inner.client.spublish(inner.private.clone(), msg).await;
     let result = match sent {
         Ok(receivers) => {
             let mut total = 0;
@@ -557,7 +557,7 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
             }
             _ = canary.tick() => {
                 n += 1;
-                let r: Result<i64, _> = inner.client.spublish(inner.keys.ctl(&inner.node), format!("C\n{n}")).await;
+                let r: Result<i64, _> = inner.client.spublish(inner.own_ctl.clone(), format!("C\n{n}")).await;
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "canary publish failed");
                 }

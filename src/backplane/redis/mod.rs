@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::config::BackplaneConfig;
-use crate::protocol::{system_frame, timestamp_now};
+use crate::protocol::{presence_frame, timestamp_now};
 use keys::Keys;
 use live::{Ctl, Track};
 use scripts::Scripts;
@@ -58,10 +58,6 @@ fn bp(e: fred::error::Error) -> BackplaneError {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    v.as_string()
-}
-
 fn num(v: &Value) -> Option<u64> {
     match v {
         Value::Integer(i) => u64::try_from(*i).ok(),
@@ -87,6 +83,10 @@ struct Inner {
     node: String,
     cfg: BackplaneConfig,
     keys: Keys,
+    /// This node's control channel and the private-message channel (named once: every live
+    /// message is compared with them).
+    own_ctl: String,
+    private: String,
     client: Client,
     sub: SubscriberClient,
     scripts: Scripts,
@@ -219,10 +219,13 @@ impl RedisBackplane {
         let client = builder.build().map_err(|e| RedisStartError(e.details().to_string()))?;
         let sub = builder.build_subscriber_client().map_err(|e| RedisStartError(e.details().to_string()))?;
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let keys = Keys::new(&cfg.key_prefix);
         let inner = Arc::new(Inner {
             node: node.to_owned(),
             cfg: cfg.clone(),
-            keys: Keys::new(&cfg.key_prefix),
+            own_ctl: keys.ctl(node),
+            private: keys.private(),
+            keys,
             client,
             sub,
             scripts: Scripts::new(),
@@ -255,7 +258,7 @@ impl RedisBackplane {
         if reachable {
             // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and
             // a multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
-            for channel in [inner.keys.ctl(node), inner.keys.private()] {
+            for channel in [inner.own_ctl.clone(), inner.private.clone()] {
                 if let Err(e) = inner.sub.ssubscribe(channel).await {
                     tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
                 }
@@ -329,12 +332,12 @@ impl Inner {
         }
         let mut it = v.into_array().into_iter();
         let bad = || BackplaneError::Internal("malformed read result".into());
-        let epoch = it.next().as_ref().and_then(text).ok_or_else(bad)?;
+        let epoch = it.next().as_ref().and_then(Value::as_string).ok_or_else(bad)?;
         let top = it.next().as_ref().and_then(num).ok_or_else(bad)?;
         let first = it.next().as_ref().and_then(num).ok_or_else(bad)?;
         let mut events = Vec::new();
         while let (Some(o), Some(f), Some(origin)) = (it.next(), it.next(), it.next()) {
-            events.push((num(&o).ok_or_else(bad)?, frame_of(f), text(&origin).unwrap_or_default()));
+            events.push((num(&o).ok_or_else(bad)?, frame_of(f), origin.as_string().unwrap_or_default()));
         }
         Ok(Read { pos: StreamPosition { epoch, top, first }, events })
     }
@@ -346,7 +349,7 @@ impl Inner {
         let now = it.next().as_ref().and_then(num).unwrap_or_default();
         let mut out = Vec::new();
         while let (Some(n), Some(seen), Some(c)) = (it.next(), it.next(), it.next()) {
-            out.push((text(&n).unwrap_or_default(), num(&seen).unwrap_or_default(), num(&c).unwrap_or_default()));
+            out.push((n.as_string().unwrap_or_default(), num(&seen).unwrap_or_default(), num(&c).unwrap_or_default()));
         }
         Ok((now, out))
     }
@@ -415,16 +418,12 @@ impl Inner {
             let Ok(key) = ChannelKey::parse(room, channel) else { continue };
             let entries: HashMap<String, String> =
                 self.client.hgetall(self.keys.presence(&key)).await.unwrap_or_default();
-            for (client_id, json) in entries {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&json) else { continue };
-                if entry.get("node").and_then(|n| n.as_str()) != Some(dead) {
+            for entry in entries.values().filter_map(|json| serde_json::from_str::<PresenceEntry>(json).ok()) {
+                if entry.node != dead {
                     continue;
                 }
-                let payload = serde_json::json!({
-                    "client_id": client_id, "user": entry.get("user"), "info": entry.get("info"),
-                });
-                let announce = system_frame("leave", Some(&key), &payload);
-                let _ = self.presence_change(&key, &client_id, "", &announce).await;
+                let announce = presence_frame("leave", &key, &entry.client_id, entry.user.as_deref(), &entry.info);
+                let _ = self.presence_change(&key, &entry.client_id, "", &announce).await;
             }
             let _: Result<(), _> = self.client.hdel(self.keys.subs(&key), dead).await;
         }
@@ -541,9 +540,9 @@ impl Backplane for RedisBackplane {
         let v = i.eval(&i.scripts.publish, keys, args).await?;
         let parts = v.into_array();
         let bad = || BackplaneError::Internal("malformed publish result".into());
-        match parts.first().and_then(text).as_deref() {
+        match parts.first().and_then(Value::as_string).as_deref() {
             Some("ok") => {
-                let epoch = parts.get(1).and_then(text).ok_or_else(bad)?;
+                let epoch = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
                 i.saw(&req.key, &epoch, offset);
                 if parts.get(3).and_then(num) == Some(1) {
@@ -552,7 +551,7 @@ impl Backplane for RedisBackplane {
                 Ok(Published { id: req.message_id, offset, duplicate: false })
             }
             Some("dup") => {
-                let cached = parts.get(1).and_then(text).ok_or_else(bad)?;
+                let cached = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
                 Ok(Published { id: id.to_owned(), offset: offset.parse().map_err(|_| bad())?, duplicate: true })
             }
@@ -621,17 +620,8 @@ impl Backplane for RedisBackplane {
         let raw: HashMap<String, String> = i.client.hgetall(i.keys.presence(key)).await.map_err(bp)?;
         let mut out: Vec<PresenceEntry> = raw
             .values()
-            .filter_map(|j| {
-                let v: serde_json::Value = serde_json::from_str(j).ok()?;
-                let node = v.get("node")?.as_str()?.to_owned();
-                live.iter().any(|(n, _, _)| *n == node).then(|| PresenceEntry {
-                    client_id: v.get("client_id").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
-                    user: v.get("user").and_then(|u| u.as_str()).map(str::to_owned),
-                    node,
-                    joined_at: v.get("joined_at").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
-                    info: v.get("info").cloned().unwrap_or(serde_json::Value::Null),
-                })
-            })
+            .filter_map(|json| serde_json::from_str::<PresenceEntry>(json).ok())
+            .filter(|e| live.iter().any(|(n, _, _)| *n == e.node))
             .collect();
         out.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.client_id.cmp(&b.client_id)));
         Ok(out)
