@@ -304,3 +304,36 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// A WebSocket client that never reads, with a tiny receive buffer, so that the server's writes
+/// to it block almost at once (a stalled reader).
+pub async fn stalled_client(addr: SocketAddr) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = sock.connect(addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(ws_url(addr), MaybeTlsStream::Plain(stream)).await.expect("upgrade");
+    ws
+}
+
+/// Sends a text frame on a raw socket.
+pub async fn send_raw(ws: &mut Ws, text: String) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// The value of one series of `/metrics` (e.g. `arqonbus_closes_total{code="4008"}`); 0 when absent.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[], "").await;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Polls `/metrics` (for up to `within`) until `series` satisfies `pred`; returns its last value.
+pub async fn metric_until(addr: SocketAddr, series: &str, within: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = metric(addr, series).await;
+        if pred(v) || tokio::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
