@@ -178,6 +178,19 @@ impl Client {
         }
     }
 
+    /// The next frame as the exact text the server sent (nothing may be pending). Panics on close.
+    pub async fn recv_text(&mut self) -> String {
+        assert!(self.pending.is_empty(), "frames already parsed: {:?}", self.pending);
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
+            match msg {
+                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => panic!("closed while a frame was expected"),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// The next frame (pending ones first). Panics on close.
     pub async fn recv(&mut self) -> Value {
         if let Some(v) = self.pending.pop_front() {
