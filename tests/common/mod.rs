@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arqonbus::app::{start_on_bus, RunningNode};
-use arqonbus::backplane::MemoryBus;
+use arqonbus::backplane::{ChannelLimits, MemoryBus};
 use arqonbus::config::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -78,12 +78,13 @@ pub async fn status_until(c: &mut Client, pred: impl Fn(&Value) -> bool) -> Valu
 /// Starts one node on its own bus.
 pub async fn start(c: Config) -> RunningNode {
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    start_one(c, &MemoryBus::new(), &prefix).await
+    let bus = MemoryBus::new(ChannelLimits::from(&c.channels));
+    start_one(c, &bus, &prefix).await
 }
 
 /// Starts `n` nodes sharing one in-memory bus.
 pub async fn cluster(c: Config, n: usize) -> Vec<RunningNode> {
-    let bus = MemoryBus::new();
+    let bus = MemoryBus::new(ChannelLimits::from(&c.channels));
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::new();
     for i in 0..n {
