@@ -549,7 +549,12 @@ async fn failover_during_traffic(how: Disruption) {
         check_channel(ch, &initial[ch], &acks, followed, &log, &history, &views);
     }
     let errors: BTreeSet<&str> = log.failed.values().map(String::as_str).collect();
-    assert!(errors.iter().all(|e| *e == "UNAVAILABLE"), "publishes failed only with UNAVAILABLE: {errors:?}");
+    // UNAVAILABLE: not stored; TIMEOUT: sent, outcome unknown (each try used its own seq, and the
+    // checks above accept a refused publish that was stored after all).
+    assert!(
+        errors.iter().all(|e| *e == "UNAVAILABLE" || *e == "TIMEOUT"),
+        "publishes failed only with UNAVAILABLE or TIMEOUT: {errors:?}"
+    );
     let changed: Vec<&String> = channels.iter().filter(|ch| views[0][*ch].len() > 1).collect();
     eprintln!(
         "{how:?}: {} acked, {} refused ({errors:?}); seq {after}: failover done, seq {followed}: stored on the \

@@ -561,8 +561,9 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
             _ = canary.tick() => {
                 n += 1;
                 let r: Result<i64, _> = inner.client.spublish(inner.own_ctl.clone(), format!("C\n{n}")).await;
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "canary publish failed");
+                match r {
+                    Ok(_) => inner.answered_at.store(inner.now_ms().max(1), Ordering::Release),
+                    Err(e) => tracing::debug!(error = %e, "canary publish failed"),
                 }
                 if let Some(w) = watch.as_mut() {
                     if let Some(master) = w.master().await {

@@ -58,11 +58,16 @@ fn bp(e: fred::error::Error) -> BackplaneError {
     }
 }
 
-/// Maps the error of a command that was sent: a lost connection or a missing answer leaves its
-/// outcome unknown (`Timeout`); an error reply means Redis did not run it.
+/// fred's answer to a fail-fast command while the connection is down: it was never written.
+const NOT_WRITTEN: &str = "Connection closed unexpectedly.";
+
+/// Maps the error of a fail-fast command: refused before the write, it is `Unavailable`; a
+/// lost connection or a missing answer after the write leaves its outcome unknown (`Timeout`);
+/// an error reply means Redis did not run it.
 fn bp_sent(e: fred::error::Error) -> BackplaneError {
     use fred::error::ErrorKind as K;
     match e.kind() {
+        K::Canceled if e.details() == NOT_WRITTEN => BackplaneError::Unavailable(e.to_string()),
         K::IO | K::Timeout | K::Canceled => BackplaneError::Timeout(e.to_string()),
         _ => bp(e),
     }
@@ -133,6 +138,10 @@ struct Inner {
     seen: Mutex<HashMap<ChannelKey, (String, u64)>>,
     /// ms since start when the last canary came back.
     canary_at: AtomicU64,
+    /// ms since start when a command last got its answer on the command connection (canary
+    /// publishes): a connection that fred still calls connected but that answers nothing is
+    /// not written to.
+    answered_at: AtomicU64,
     started: std::time::Instant,
     next_request: AtomicU64,
     private_waiters: Mutex<HashMap<u64, mpsc::UnboundedSender<usize>>>,
@@ -270,6 +279,7 @@ impl RedisBackplane {
             ctl: ctl_tx,
             seen: Mutex::new(HashMap::new()),
             canary_at: AtomicU64::new(0),
+            answered_at: AtomicU64::new(0),
             started: std::time::Instant::now(),
             next_request: AtomicU64::new(1),
             private_waiters: Mutex::new(HashMap::new()),
@@ -314,6 +324,22 @@ impl RedisBackplane {
 impl Inner {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Connected, and the canary came back through pub/sub lately (a round trip, not just an
+    /// open socket).
+    fn healthy(&self) -> bool {
+        let at = self.canary_at.load(Ordering::Acquire);
+        let fresh = self.now_ms().saturating_sub(at) <= self.cfg.canary_interval_ms * 3 + self.cfg.command_timeout_ms;
+        at > 0 && fresh && self.client.is_connected() && self.sub.is_connected()
+    }
+
+    /// Whether the command connection is up and answered within two canary periods plus the
+    /// command timeout (sooner than readiness gives up, which needs three).
+    fn answering(&self) -> bool {
+        let at = self.answered_at.load(Ordering::Acquire);
+        let limit = self.cfg.canary_interval_ms * 2 + self.cfg.command_timeout_ms;
+        at > 0 && self.now_ms().saturating_sub(at) <= limit && self.client.is_connected()
     }
 
     fn connected(&self) -> BpResult<()> {
@@ -440,6 +466,42 @@ impl Inner {
         self.publish_once(req, sent).await?.ok_or(BackplaneError::NotFound)
     }
 
+    /// Runs a script that must not run twice: never queued while the connection is down (then
+    /// nothing is sent: `Unavailable`), never retried after a write; a lost or late answer is
+    /// `Timeout` (it may have run).
+    async fn eval_once(
+        &self,
+        script: &fred::types::scripts::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BpResult<Value> {
+        use fred::types::config::Options;
+        use fred::types::{ClusterHash, CustomCommand};
+        let opts = Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(Duration::from_millis(self.cfg.command_timeout_ms)),
+            ..Default::default()
+        };
+        let client = self.client.with_options(&opts);
+        // The slot is the first key's (fred would hash the first string: the script's sha).
+        let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
+        let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+        all.push(Value::from(script.sha1().clone()));
+        all.push(Value::from(keys.len() as i64));
+        all.extend(keys.into_iter().map(Value::from));
+        all.extend(args.into_iter().map(Value::from));
+        let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
+        match client.custom::<Value, Value>(cmd.clone(), all.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                // Not run: load it and send it once more.
+                script.load(&self.client).await.map_err(bp)?;
+                client.custom(cmd, all).await.map_err(bp_sent)
+            }
+            r => r.map_err(bp_sent),
+        }
+    }
+
     /// One run of the publish script; `None` when the channel does not exist.
     async fn publish_once(&self, req: &PublishRequest, sent: &AtomicBool) -> BpResult<Option<Published>> {
         let mut keys = vec![self.keys.meta(&req.key), self.keys.stream(&req.key)];
@@ -459,9 +521,13 @@ impl Inner {
             floor.to_string(),
             self.idle_floor_ms().to_string(),
         ];
-        self.connected()?;
+        // The command connection answers nothing lately: refuse before anything is sent, so
+        // the answer is a certain UNAVAILABLE rather than an unknown outcome.
+        if !self.answering() {
+            return Err(BackplaneError::Unavailable("redis is not reachable".into()));
+        }
         sent.store(true, Ordering::Release);
-        let v: Value = self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(bp_sent)?;
+        let v = self.eval_once(&self.scripts.publish, keys, args).await?;
         let parts = v.into_array();
         let bad = || BackplaneError::Internal("malformed publish result".into());
         match parts.first().and_then(Value::as_string).as_deref() {
@@ -580,10 +646,7 @@ impl Backplane for RedisBackplane {
     }
 
     async fn healthy(&self) -> bool {
-        let i = &self.inner;
-        let fresh = i.now_ms().saturating_sub(i.canary_at.load(Ordering::Acquire))
-            <= i.cfg.canary_interval_ms * 3 + i.cfg.command_timeout_ms;
-        i.canary_at.load(Ordering::Acquire) > 0 && fresh && i.client.is_connected() && i.sub.is_connected()
+        self.inner.healthy()
     }
 
     async fn ensure_channel(&self, key: &ChannelKey, create: Option<&ChannelOptions>) -> BpResult<()> {
