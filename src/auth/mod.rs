@@ -4,7 +4,7 @@
 //! authenticator turns into an [`Identity`], permission checks with `room:channel` patterns,
 //! and the scoped keys of the HTTP API ([`api_keys`]). Imports only `protocol` and `config`.
 
-pub mod api_keys;
+pub(crate) mod api_keys;
 mod fetch;
 mod jwks;
 mod jwt;
