@@ -257,3 +257,16 @@ async fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
     assert_eq!(Client::connect_with(node.addr(), Some(&expired)).await.err(), Some(401));
     assert!(Client::connect_with(node.addr(), Some(&token_with("alice", json!({"nbf": now()})))).await.is_ok());
 }
+
+#[tokio::test]
+async fn jwt_algorithm_pins_the_hmac_variant() {
+    let mut c = auth_config();
+    c.auth.jwt_algorithm = Some("HS384".into());
+    let node = start(c).await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let claims = json!({"sub": "alice", "exp": now() + 60});
+    let hs384 = encode(&Header::new(jsonwebtoken::Algorithm::HS384), &claims, &key).unwrap();
+    assert!(Client::connect_with(node.addr(), Some(&hs384)).await.is_ok());
+    let hs256 = encode(&Header::default(), &claims, &key).unwrap();
+    assert_eq!(Client::connect_with(node.addr(), Some(&hs256)).await.err(), Some(401));
+}

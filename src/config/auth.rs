@@ -285,8 +285,9 @@ mod tests {
             jail.set_env("ARQONBUS_AUTH__JWT_PUBLIC_KEY_FILE", "key.pem");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!((c.auth.jwt_leeway_s, c.auth.jwks_refresh_s, c.auth.jwks_timeout_ms), (30, 300, 2000));
-            jail.set_env("ARQONBUS_AUTH__JWKS_URL", "https://idp.example/.well-known/jwks.json");
+            jail.set_env("ARQONBUS_AUTH__JWKS_URL", "https://idp:url-secret@idp.example/.well-known/jwks.json");
             let e = load_err();
+            assert!(!e.contains("url-secret"), "{e}");
             assert!(e.contains("auth.jwks_url: cannot be combined with auth.jwt_public_key_file"), "{e}");
             Ok(())
         });
@@ -319,7 +320,9 @@ mod tests {
             jail.set_env("ARQONBUS_AUTH__KIND", "jwt");
             jail.set_env("ARQONBUS_AUTH__JWKS_URL", "file:///etc/jwks.json");
             assert!(load_err().contains("auth.jwks_url: must be an http"), "{}", load_err());
-            jail.set_env("ARQONBUS_AUTH__JWKS_URL", "http://idp.internal:8080/keys");
+            jail.set_env("ARQONBUS_AUTH__JWKS_URL", "http://idp:url-secret@idp.internal:8080/keys");
+            let printed = Config::load(None).map_err(|e| e.to_string())?.to_toml();
+            assert!(!printed.contains("url-secret") && printed.contains("jwks_url = \"********\""), "{printed}");
             jail.set_env("ARQONBUS_AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef");
             assert!(load_err().contains("auth.jwks_url: cannot be combined with auth.jwt_secret"), "{}", load_err());
             // A key source without JWT auth would leave the node open: refused.
