@@ -15,10 +15,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, JwtAuthenticator, NoAuth, WebhookAuthenticator};
+use crate::auth::{
+    jwt_algorithm, Authenticator, JwksSource, JwksStore, JwtAuthenticator, JwtKeys, JwtRules, NoAuth, VerifyKey,
+    WebhookAuthenticator,
+};
 use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError};
 use crate::commands::Node;
-use crate::config::{AuthKind, BackplaneKind, Config};
+use crate::config::{AuthConfig, AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
 use crate::transport::{routes, Shared};
 
@@ -36,9 +39,18 @@ pub enum StartError {
     /// The backplane could not be set up.
     #[error(transparent)]
     Backplane(#[from] RedisStartError),
-    /// The authenticator could not be set up.
-    #[error("cannot set up authentication: {0}")]
+    /// The authenticator could not be set up (a key file is missing or invalid): a
+    /// configuration error.
+    #[error("invalid configuration: {0}")]
     Auth(String),
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (the binary then exits with 64, as for a value
+    /// that `Config::validate` refuses).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Auth(_))
+    }
 }
 
 /// A node that is serving.
@@ -88,25 +100,76 @@ pub async fn start_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<Running
     serve(config, id, router, backplane).await
 }
 
-fn authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, StartError> {
+async fn authenticator(
+    config: &Config,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<Arc<dyn Authenticator>, StartError> {
     let a = &config.auth;
-    Ok(match (a.kind, &a.jwt_secret, &a.webhook_url) {
-        (AuthKind::Jwt, Some(secret), _) => {
-            Arc::new(JwtAuthenticator::new(secret.expose(), a.jwt_issuer.as_deref(), a.jwt_audience.as_deref()))
+    Ok(match a.kind {
+        AuthKind::None => Arc::new(NoAuth),
+        AuthKind::Jwt => {
+            let rules =
+                JwtRules { issuer: a.jwt_issuer.clone(), audience: a.jwt_audience.clone(), leeway_s: a.jwt_leeway_s };
+            Arc::new(JwtAuthenticator::new(jwt_keys(a, tracker, stop).await?, rules))
         }
-        (AuthKind::Webhook, _, Some(url)) => Arc::new(
-            WebhookAuthenticator::new(
-                url.expose(),
-                Duration::from_millis(a.webhook_timeout_ms),
-                Duration::from_secs(a.webhook_cache_s),
-            )
-            .map_err(StartError::Auth)?,
-        ),
-        (AuthKind::None, _, _) => Arc::new(NoAuth),
-        // validate() refuses these; never fall back to no auth.
-        (AuthKind::Jwt, None, _) => return Err(StartError::Auth("auth.jwt_secret is required".into())),
-        (AuthKind::Webhook, _, None) => return Err(StartError::Auth("auth.webhook_url is required".into())),
+        AuthKind::Webhook => {
+            // validate() refuses a webhook without a URL; never fall back to no auth.
+            let url = a.webhook_url.as_ref().ok_or_else(|| auth_error("auth.webhook_url", "is required"))?;
+            let timeout = Duration::from_millis(a.webhook_timeout_ms);
+            let cache = Duration::from_secs(a.webhook_cache_s);
+            Arc::new(WebhookAuthenticator::new(url.expose(), timeout, cache).map_err(StartError::Auth)?)
+        }
     })
+}
+
+fn auth_error(key: &str, reason: impl std::fmt::Display) -> StartError {
+    StartError::Auth(format!("{key}: {reason}"))
+}
+
+/// Largest PEM key file read.
+const MAX_PEM_BYTES: u64 = 64 * 1024;
+
+/// The one JWT key source of `[auth]` (validate() has checked that there is exactly one).
+async fn jwt_keys(a: &AuthConfig, tracker: &TaskTracker, stop: &CancellationToken) -> Result<JwtKeys, StartError> {
+    let alg = jwt_algorithm(a.jwt_algorithm.as_deref()).map_err(StartError::Auth)?;
+    if let Some(secret) = &a.jwt_secret {
+        let key =
+            VerifyKey::from_secret(secret.expose().as_bytes(), alg).map_err(|e| auth_error("auth.jwt_algorithm", e))?;
+        return Ok(JwtKeys::Static(Arc::new(key)));
+    }
+    if let Some(path) = &a.jwt_public_key_file {
+        let name = "auth.jwt_public_key_file";
+        let size = std::fs::metadata(path).map_err(|e| auth_error(name, format!("{}: {e}", path.display())))?.len();
+        if size > MAX_PEM_BYTES {
+            return Err(auth_error(name, format!("{} is over {MAX_PEM_BYTES} bytes", path.display())));
+        }
+        let pem = std::fs::read(path).map_err(|e| auth_error(name, format!("{}: {e}", path.display())))?;
+        let key = VerifyKey::from_pem(&pem, alg).map_err(|e| auth_error(name, format!("{} {e}", path.display())))?;
+        tracing::info!(alg = ?key.alg, "JWT public key loaded");
+        return Ok(JwtKeys::Static(Arc::new(key)));
+    }
+    let (source, name) = match (&a.jwks_url, &a.jwks_file) {
+        (Some(url), _) => {
+            let url = url.expose().parse().map_err(|e| auth_error("auth.jwks_url", e))?;
+            (JwksSource::Url(url), "auth.jwks_url")
+        }
+        (None, Some(path)) => (JwksSource::File(path.clone()), "auth.jwks_file"),
+        (None, None) => return Err(auth_error("auth.jwt_secret", "is required")),
+    };
+    let is_file = matches!(source, JwksSource::File(_));
+    let timeout = Duration::from_millis(a.jwks_timeout_ms);
+    let store =
+        JwksStore::new(source, timeout, Duration::from_secs(a.jwks_refresh_s), alg).map_err(StartError::Auth)?;
+    if let Err(e) = store.refresh().await {
+        // A file is the operator's own: a broken one stops start-up. A URL may be down for a
+        // moment: the node starts and answers tokens with 503 until a set loads.
+        if is_file {
+            return Err(auth_error(name, e));
+        }
+    }
+    store.spawn_refresher(tracker, stop.clone());
+    Ok(JwtKeys::Jwks(store))
 }
 
 async fn serve(
@@ -118,11 +181,11 @@ async fn serve(
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let auth = authenticator(&config)?;
-    let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let drain = CancellationToken::new();
-    let stop_accepting = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let auth = authenticator(&config, &tracker, &drain).await?;
+    let node = Arc::new(Node::new(id, config, backplane, router, auth));
+    let stop_accepting = CancellationToken::new();
     let shared = Shared {
         node: node.clone(),
         drain: drain.clone(),

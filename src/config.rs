@@ -11,9 +11,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod hardening;
 pub mod net;
 
+pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
 pub use hardening::FRAME_OVERHEAD;
 
 /// The file read when `--config` is not given, if it exists in the working directory.
@@ -312,60 +314,6 @@ impl BackplaneConfig {
     }
 }
 
-/// How clients authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthKind {
-    /// Everyone may do everything (local default).
-    None,
-    /// HS256 JWTs signed with `auth.jwt_secret`.
-    Jwt,
-    /// An HTTP endpoint (`auth.webhook_url`) checks each token and returns the claims.
-    Webhook,
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `none`, `jwt` or `webhook`.
-    pub kind: AuthKind,
-    /// HS256 secret, at least 32 bytes.
-    pub jwt_secret: Option<Secret>,
-    /// Required `iss` claim, if set.
-    pub jwt_issuer: Option<String>,
-    /// Required `aud` claim, if set.
-    pub jwt_audience: Option<String>,
-    /// The http(s) URL that `kind = "webhook"` POSTs `{"token":…}` to.
-    pub webhook_url: Option<Secret>,
-    /// Longest wait for the webhook's whole answer; past it the handshake is refused (503).
-    pub webhook_timeout_ms: u64,
-    /// Seconds an accepted answer is reused for the same token; 0 = ask every time.
-    pub webhook_cache_s: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            kind: AuthKind::None,
-            jwt_secret: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            webhook_url: None,
-            webhook_timeout_ms: 2000,
-            webhook_cache_s: 0,
-        }
-    }
-}
-
-/// `[http]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Bearer key for `/v1/publish` and `/v1/history`; unset: those endpoints are 404.
-    pub api_key: Option<Secret>,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -463,33 +411,8 @@ impl Config {
         }
         self.validate_backplane()?;
         self.validate_hardening()?;
-        if self.auth.kind == AuthKind::Jwt {
-            match &self.auth.jwt_secret {
-                None => return bad("auth.jwt_secret", "is required when auth.kind = \"jwt\""),
-                Some(s) if s.expose().len() < 32 => return bad("auth.jwt_secret", "must be at least 32 bytes"),
-                Some(_) => {}
-            }
-        }
-        if self.auth.kind == AuthKind::Webhook {
-            match &self.auth.webhook_url {
-                None => return bad("auth.webhook_url", "is required when auth.kind = \"webhook\""),
-                Some(u) if !is_http_url(u.expose()) => {
-                    return bad("auth.webhook_url", "must be an http:// or https:// URL with a host")
-                }
-                Some(_) => {}
-            }
-        }
-        if !(1..=60_000).contains(&self.auth.webhook_timeout_ms) {
-            return bad("auth.webhook_timeout_ms", "must be between 1 and 60000");
-        }
-        if self.auth.webhook_cache_s > 86_400 {
-            return bad("auth.webhook_cache_s", "must be at most 86400");
-        }
-        if let Some(k) = &self.http.api_key {
-            if k.expose().len() < 16 {
-                return bad("http.api_key", "must be at least 16 characters");
-            }
-        }
+        self.auth.validate()?;
+        self.http.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter (e.g. info, debug, arqonbus=debug)");
         }
@@ -567,11 +490,6 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         self.server.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
-}
-
-/// Whether `u` is an absolute `http`/`https` URL with a host.
-fn is_http_url(u: &str) -> bool {
-    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// Figment errors can be chained; show each with the key path and the source.

@@ -73,7 +73,7 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             eprintln!("arqonbus: {e}");
-            return ExitCode::FAILURE;
+            return if e.is_config() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE };
         }
     };
     wait_for_signal().await;

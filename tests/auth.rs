@@ -1,5 +1,5 @@
-//! JWT authentication: handshake refusal, permissions, private messages to users, refresh and
-//! expiry (4001).
+//! JWT authentication (HS256): handshake refusal and its body, `nbf`/`iat` with the leeway,
+//! permissions, private messages to users, refresh and expiry (4001).
 
 mod common;
 
@@ -22,6 +22,19 @@ fn token(sub: &str, ttl_s: i64, perms: Value) -> String {
     let exp = chrono::Utc::now().timestamp() + ttl_s;
     let claims = json!({ "sub": sub, "exp": exp, "arqonbus": perms });
     encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+/// An HS256 token with these claims besides `sub`.
+fn token_with(sub: &str, extra: Value) -> String {
+    let mut claims = json!({ "sub": sub, "exp": now() + 3600 });
+    for (k, v) in extra.as_object().expect("an object") {
+        claims[k] = v.clone();
+    }
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 fn reader(sub: &str) -> String {
@@ -174,4 +187,86 @@ async fn refresh_that_drops_a_permission_ends_that_subscription() {
     admin.publish("science", "kept", json!("again")).await;
     assert_eq!(a.event().await["payload"], "again");
     a.silent_for(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_401_says_invalid_token_and_never_why() {
+    let node = start(auth_config()).await;
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub":"x","exp":now() + 60}),
+        &EncodingKey::from_secret(b"wrong-secret-wrong-secret-wrong-secret"),
+    )
+    .unwrap();
+    let refused = [
+        "garbage".to_owned(),
+        "a.b.c".to_owned(),
+        forged,
+        token("x", -10, json!({})),
+        token_with("x", json!({"nbf": now() + 3600})),
+        token_with("x", json!({"exp": "soon"})),
+        token_with("", json!({})),
+        token_with("x", json!({"arqonbus": {"admin": "yes"}})),
+    ];
+    let invalid = json!({"error":{"code":"UNAUTHORIZED","message":"invalid token"}});
+    for t in &refused {
+        assert_eq!(refused_handshake(node.addr(), Some(t)).await, (401, invalid.clone()), "{t}");
+    }
+    let (status, body) = refused_handshake(node.addr(), None).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &json!("UNAUTHORIZED")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("a token is required"), "{body}");
+    // `refresh` does not tell the reason either.
+    let mut a = Client::connect_with(node.addr(), Some(&reader("alice"))).await.unwrap();
+    for t in &refused {
+        let e = a.err("refresh", json!({ "token": t }), "UNAUTHORIZED").await;
+        assert_eq!(e["message"], "invalid or expired token", "{t}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
+    let node = start(auth_config()).await;
+    let addr = node.addr();
+    // The default leeway is 30 s: a clock a few seconds ahead is tolerated.
+    for claim in ["nbf", "iat"] {
+        let near = token_with("alice", json!({ claim: now() + 10 }));
+        assert!(Client::connect_with(addr, Some(&near)).await.is_ok(), "{claim} 10 s ahead");
+        let past = token_with("alice", json!({ claim: now() - 600 }));
+        assert!(Client::connect_with(addr, Some(&past)).await.is_ok(), "{claim} in the past");
+        for ahead in [3600, 120] {
+            let far = token_with("alice", json!({ claim: now() + ahead }));
+            assert_eq!(Client::connect_with(addr, Some(&far)).await.err(), Some(401), "{claim} {ahead} s ahead");
+        }
+        // Fractional numeric dates are allowed (RFC 7519).
+        let fractional = token_with("alice", json!({ claim: now() as f64 + 3600.5 }));
+        assert_eq!(Client::connect_with(addr, Some(&fractional)).await.err(), Some(401), "{claim} fractional");
+    }
+    // `refresh` applies the same rules: a token not valid yet does not replace the current one.
+    let mut a = Client::connect_with(addr, Some(&reader("alice"))).await.unwrap();
+    a.err("refresh", json!({"token": token_with("alice", json!({"nbf": now() + 3600}))}), "UNAUTHORIZED").await;
+    a.err("refresh", json!({"token": token_with("alice", json!({"iat": now() + 3600}))}), "UNAUTHORIZED").await;
+    a.ok("refresh", json!({"token": token_with("alice", json!({"nbf": now() + 5, "iat": now() + 5}))})).await;
+
+    // With no leeway, 5 s ahead is too far; `exp` never had a leeway.
+    let mut strict = auth_config();
+    strict.auth.jwt_leeway_s = 0;
+    let node = start(strict).await;
+    let ahead = token_with("alice", json!({"nbf": now() + 5}));
+    assert_eq!(Client::connect_with(node.addr(), Some(&ahead)).await.err(), Some(401));
+    let expired = token_with("alice", json!({"exp": now() - 1}));
+    assert_eq!(Client::connect_with(node.addr(), Some(&expired)).await.err(), Some(401));
+    assert!(Client::connect_with(node.addr(), Some(&token_with("alice", json!({"nbf": now()})))).await.is_ok());
+}
+
+#[tokio::test]
+async fn jwt_algorithm_pins_the_hmac_variant() {
+    let mut c = auth_config();
+    c.auth.jwt_algorithm = Some("HS384".into());
+    let node = start(c).await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let claims = json!({"sub": "alice", "exp": now() + 60});
+    let hs384 = encode(&Header::new(jsonwebtoken::Algorithm::HS384), &claims, &key).unwrap();
+    assert!(Client::connect_with(node.addr(), Some(&hs384)).await.is_ok());
+    let hs256 = encode(&Header::default(), &claims, &key).unwrap();
+    assert_eq!(Client::connect_with(node.addr(), Some(&hs256)).await.err(), Some(401));
 }

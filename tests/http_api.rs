@@ -190,17 +190,22 @@ async fn http_api_requires_the_api_key() {
 }
 
 #[tokio::test]
-async fn http_api_is_absent_without_a_configured_key() {
+async fn http_api_is_off_without_a_configured_key() {
     let node = start(config()).await;
     let addr = node.addr();
-    let absent = http(addr, "GET", "/v1/no-such-endpoint", &[], "").await;
-    assert_eq!(absent.0, 404);
+    assert_eq!(http(addr, "GET", "/v1/no-such-endpoint", &[], "").await.0, 404);
     let auth = [("authorization", "Bearer anything"), ("content-type", "application/json")];
     let published = http(addr, "POST", "/v1/publish", &auth, r#"{"room":"r","channel":"c","payload":1}"#).await;
     let read = http(addr, "GET", "/v1/history?room=r&channel=c", &auth[..1], "").await;
-    // "As if they did not exist": the same bare 404 as an unknown path.
-    assert_eq!(published, absent);
-    assert_eq!(read, absent);
+    // 404 whatever the key, with a body that says how to turn the API on.
+    let off =
+        json!({"error":{"code":"NOT_FOUND","message":"the HTTP API is disabled: set http.api_key or http.api_keys"}});
+    for (status, body) in [published, read] {
+        assert_eq!((status, parse(&body)), (404, off.clone()));
+    }
+    // Nothing was published.
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.ok("history", json!({"room":"r","channel":"c"})).await["offset"], Value::Null);
 }
 
 #[tokio::test]

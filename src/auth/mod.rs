@@ -1,10 +1,14 @@
 //! Authentication and permissions.
 //!
 //! Owns the [`Authenticator`] trait (`none`, `jwt`, `webhook`), the [`Claims`] every
-//! authenticator turns into an [`Identity`], and permission checks with `room:channel`
-//! patterns. Imports only `protocol` and `config`.
+//! authenticator turns into an [`Identity`], permission checks with `room:channel` patterns,
+//! and the scoped keys of the HTTP API ([`api_keys`]). Imports only `protocol` and `config`.
 
+pub(crate) mod api_keys;
+mod fetch;
+mod jwks;
 mod jwt;
+mod keys;
 mod webhook;
 
 use async_trait::async_trait;
@@ -13,17 +17,21 @@ use serde_json::Value;
 
 use crate::protocol::ChannelKey;
 
-pub use jwt::JwtAuthenticator;
+pub use jwks::{JwksSource, JwksStore};
+pub use jwt::{JwtAuthenticator, JwtKeys, JwtRules};
+pub use keys::{algorithm as jwt_algorithm, VerifyKey};
 pub use webhook::WebhookAuthenticator;
 
-/// Why credentials were refused.
+/// Why credentials were refused. The text of each variant is what a client may see; the
+/// reasons they carry are for logs only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No token was given.
     #[error("a token is required (Authorization: Bearer <token> or ?token=)")]
     Missing,
-    /// The token is malformed, badly signed, expired or refused.
-    #[error("invalid token: {0}")]
+    /// The token is malformed, badly signed, expired or refused. The reason (signature, expiry,
+    /// claims…) is for the debug log: telling it to the client would help a forger.
+    #[error("invalid token")]
     Invalid(String),
     /// The credentials could not be checked (the authentication service did not answer
     /// usably); nobody is let in on this.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use reqwest::{redirect, StatusCode, Url};
 
+use super::fetch::{self, read_capped, Capped};
 use super::{AuthError, Authenticator, Claims, Identity};
 
 /// Largest webhook answer read; a larger one is a failure, not a truncated parse.
@@ -38,15 +39,9 @@ impl WebhookAuthenticator {
     /// answer, and reusing an accepted answer for the same token for `cache_ttl` (zero: never).
     pub fn new(url: &str, timeout: Duration, cache_ttl: Duration) -> Result<Self, String> {
         let url = Url::parse(url).map_err(|e| format!("auth.webhook_url: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            // A redirect would forward the token to another address: refuse to follow.
-            .redirect(redirect::Policy::none())
-            // The webhook is addressed directly; proxy variables in the environment are ignored.
-            .no_proxy()
-            .user_agent(concat!("arqonbus/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        // A redirect would forward the token to another address: never followed. The webhook
+        // is addressed directly: proxy variables in the environment are ignored.
+        let client = fetch::client(timeout, redirect::Policy::none(), false)?;
         let cache = (!cache_ttl.is_zero()).then(|| Cache { ttl: cache_ttl, entries: Mutex::default() });
         Ok(Self { client, url, timeout, cache })
     }
@@ -62,7 +57,7 @@ impl WebhookAuthenticator {
             }
             other => return Err(unavailable(format!("the webhook answered HTTP {}", other.as_u16()))),
         }
-        let answer = read_capped(resp).await.map_err(|e| match e {
+        let answer = read_capped(resp, MAX_ANSWER_BYTES).await.map_err(|e| match e {
             Capped::TooLarge => unavailable(format!("the webhook's answer is over {MAX_ANSWER_BYTES} bytes")),
             Capped::Http(e) => self.failed(&e),
         })?;
@@ -85,44 +80,13 @@ impl WebhookAuthenticator {
 
     /// A transport failure, described without the URL (it may carry a key of the operator's).
     fn failed(&self, e: &reqwest::Error) -> AuthError {
-        if e.is_timeout() {
-            return unavailable(format!("the webhook did not answer within {} ms", self.timeout.as_millis()));
-        }
-        let mut text =
-            if e.is_connect() { "cannot connect to the webhook".to_owned() } else { "webhook request failed".into() };
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        unavailable(text)
+        unavailable(fetch::describe(e, "the webhook", self.timeout))
     }
 }
 
 fn unavailable(reason: String) -> AuthError {
     tracing::warn!(reason = %reason, "authentication webhook gave no usable answer; credentials refused with 503");
     AuthError::Unavailable(reason)
-}
-
-enum Capped {
-    TooLarge,
-    Http(reqwest::Error),
-}
-
-/// Reads the body, refusing more than [`MAX_ANSWER_BYTES`].
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Capped> {
-    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Err(Capped::TooLarge);
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(Capped::Http)? {
-        if out.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(Capped::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 #[async_trait]

@@ -6,10 +6,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use subtle::ConstantTimeEq;
 
 use super::{http_error, Shared};
+use crate::auth::api_keys::{self, ApiGrant, ApiRefusal};
 use crate::commands::{history, publish_event, take_token, Origin};
+use crate::config::ApiScope;
 use crate::protocol::{parse_http_publish, ErrorBody, ErrorCode, PROTOCOL_VERSION};
 
 /// `GET /healthz`: the process is alive.
@@ -42,29 +43,37 @@ pub async fn metrics_text() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::telemetry::render()).into_response()
 }
 
-/// Checks the API key; `Some` is the refusal: a bare 404 when no key is configured (the API
-/// then does not exist rather than run open), 401 when the key is missing or wrong.
-fn check_api_key(st: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let Some(key) = &st.node.config.http.api_key else {
-        return Some(StatusCode::NOT_FOUND.into_response());
-    };
+/// The grant of the presented API key if it has `scope`, or the refusal: 404 when no key is
+/// configured (the API is off rather than open), 401 when the key is missing or wrong, 403
+/// when it lacks the scope.
+fn api_grant<'a>(st: &'a Shared, headers: &HeaderMap, scope: ApiScope) -> Result<ApiGrant<'a>, ErrorBody> {
+    let http = &st.node.config.http;
+    if !http.api_enabled() {
+        let msg = "the HTTP API is disabled: set http.api_key or http.api_keys";
+        return Err(ErrorBody::new(ErrorCode::NotFound, msg));
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(key.expose().as_bytes())) {
-        None
-    } else {
-        Some(http_error(ErrorBody::new(ErrorCode::Unauthorized, "missing or invalid API key")))
-    }
+    let grant = api_keys::find(http, given)
+        .ok_or_else(|| ErrorBody::new(ErrorCode::Unauthorized, "missing or invalid API key"))?;
+    grant.has(scope).map_err(forbidden)?;
+    Ok(grant)
+}
+
+/// A valid key that may not do this: 403.
+fn forbidden(r: ApiRefusal) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, r.to_string())
 }
 
 /// `POST /v1/publish` with `{"room","channel","payload","metadata"?,"idempotency_key"?}`.
 pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(r) = check_api_key(&st, &headers) {
-        return r;
-    }
+    let grant = match api_grant(&st, &headers, ApiScope::Publish) {
+        Ok(g) => g,
+        Err(e) => return http_error(e),
+    };
     let limit = st.node.config.limits.max_frame_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return http_error(ErrorBody::new(ErrorCode::LimitExceeded, format!("body larger than {limit} bytes")));
@@ -76,6 +85,9 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
         Ok(ev) => ev,
         Err(e) => return http_error(e),
     };
+    if let Err(e) = grant.allows(ApiScope::Publish, &ev.key) {
+        return http_error(forbidden(e));
+    }
     if let Err(e) = take_token(&st.node.http_limiter, "publish") {
         return http_error(e);
     }
@@ -87,9 +99,10 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
 
 /// `GET /v1/history?room=&channel=&limit=&since=&before=&reverse=`.
 pub async fn history(State(st): State<Shared>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
-    if let Some(r) = check_api_key(&st, &headers) {
-        return r;
-    }
+    let grant = match api_grant(&st, &headers, ApiScope::History) {
+        Ok(g) => g,
+        Err(e) => return http_error(e),
+    };
     let mut map = Map::new();
     for (k, v) in q {
         let value = match k.as_str() {
@@ -113,6 +126,9 @@ pub async fn history(State(st): State<Shared>, headers: HeaderMap, Query(q): Que
     };
     if req.key.is_reserved() {
         return http_error(ErrorBody::new(ErrorCode::Forbidden, "rooms beginning with _ are reserved for the server"));
+    }
+    if let Err(e) = grant.allows(ApiScope::History, &req.key) {
+        return http_error(forbidden(e));
     }
     match history::query(&st.node, req).await {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

@@ -351,3 +351,20 @@ pub async fn metric_until(addr: SocketAddr, series: &str, within: Duration, pred
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Opens `/ws` with an optional bearer token, expecting the handshake to be refused: the HTTP
+/// status and the body's JSON. Panics if the upgrade succeeds.
+pub async fn refused_handshake(addr: SocketAddr, token: Option<&str>) -> (u16, Value) {
+    let mut req = ws_url(addr).into_client_request().expect("request");
+    if let Some(t) = token {
+        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => panic!("the handshake was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().unwrap_or_default();
+            (resp.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null))
+        }
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
