@@ -43,6 +43,8 @@ fn on_redis(mut c: Config, url: &str, prefix: &str) -> Config {
     c.backplane.url = Some(url.into());
     c.backplane.key_prefix = prefix.to_owned();
     c.backplane.canary_interval_ms = 200;
+    // Subscribed nodes touch their channels every sweep: idle channels expire within seconds.
+    c.backplane.sweep_interval_ms = 500;
     c
 }
 

@@ -415,8 +415,11 @@ impl Inner {
     }
 
     /// LimitExceeded when `key`'s room holds `limits.per_room` channels (after dropping names
-    /// whose channel expired).
+    /// whose channel expired); the server's own `_` rooms are not capped.
     async fn check_room_cap(&self, key: &ChannelKey) -> BpResult<()> {
+        if key.is_reserved() {
+            return Ok(()); // the server's own rooms
+        }
         let index = self.keys.room(key.room());
         let cap = self.limits.per_room as u64;
         let count: u64 = self.client.zcard(&index).await.map_err(bp)?;
