@@ -435,3 +435,28 @@ def test_trial_redis_is_marked_and_used(all_features_objects):
     gateway = one(all_features_objects, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
     labels = redis["spec"]["template"]["metadata"]["labels"]
     assert not all(labels.get(k) == v for k, v in gateway.items())
+
+
+# --- documentation ----------------------------------------------------------------------------
+
+# Values documented as one row, not key by key.
+WHOLE = {"config", "resources", "podSecurityContext", "securityContext", "annotations", "labels", "behavior"}
+
+
+def value_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in WHOLE:
+            paths.extend(value_paths(value, f"{prefix}{key}."))
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
+
+
+def test_readme_lists_every_value():
+    readme = (CHART / "README.md").read_text()
+    values = load_values(CHART / "values.yaml")
+    missing = [p for p in value_paths(values) if f"| `{p}` |" not in readme]
+    assert missing == []
+    schema = helm.Chart.load(CHART).schema
+    assert set(values) <= set(schema["properties"]), "every value is typed by values.schema.json"
