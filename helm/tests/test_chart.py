@@ -325,6 +325,22 @@ def test_several_replicas_need_a_shared_backplane():
     render({"replicaCount": 3, "secrets": {"existingSecret": "s", "keys": {"redisUrl": "url"}}})
 
 
+def test_contradictory_values_are_refused():
+    shared = {"config": {"backplane": {"url": "redis://redis:6379"}}}
+    with pytest.raises(helm.HelmError, match="minReplicas"):
+        render({**shared, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}})
+    with pytest.raises(helm.HelmError, match="needs a target"):
+        render({**shared, "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}})
+    with pytest.raises(helm.HelmError, match="trial Redis"):
+        render({"redis": {"enabled": True}, "secrets": {"values": {"redisUrl": "redis://elsewhere:6379"}}})
+    with pytest.raises(helm.HelmError, match="unset config.backplane.url"):
+        render({"redis": {"enabled": True}, **shared})
+    with pytest.raises(helm.HelmError, match="otlpEndpoint"):
+        render({"tracing": {"enabled": True}})
+    with pytest.raises(helm.HelmError, match="parentRefs"):
+        render({"httpRoute": {"enabled": True}})
+
+
 def test_config_change_rolls_the_pods():
     a = one(render(), "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     b = one(render({"config": {"log": {"level": "debug"}}}), "Deployment", FULLNAME)
