@@ -432,7 +432,7 @@ def test_alerts(all_features_objects):
     assert 'code="UNAVAILABLE"' in alerts["ArqonBusUnavailable"]["expr"]
     # 0.9 × server.max_connections (20000 in this render)
     assert alerts["ArqonBusConnectionsNearMax"]["expr"].endswith("> 18000")
-    assert "kube_pod_status_ready" in alerts["ArqonBusNotReady"]["expr"]
+    assert f'pod=~"{FULLNAME}-.*",pod!~"{FULLNAME}-redis-.*"' in alerts["ArqonBusNotReady"]["expr"]
 
 
 # --- trial Redis ------------------------------------------------------------------------------
