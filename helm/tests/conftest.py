@@ -1,4 +1,4 @@
-"""Shared helpers of the deployment tests: render the chart, build the kustomize overlays and
+"""What the deployment tests share: render the chart, build the kustomize overlays and
 validate Kubernetes objects offline.
 
 Run by scripts/test-deploy.sh, which installs the tools (helm-python-sdk, kubernetes-validate,
