@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, JwtAuthenticator, NoAuth, WebhookAuthenticator};
-use crate::backplane::{Backplane, Inbound, MemoryBus, RedisBackplane, RedisStartError};
+use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError};
 use crate::commands::Node;
 use crate::config::{AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
@@ -68,10 +68,14 @@ fn identity_and_router(config: &Config) -> (String, Arc<Router>, Arc<dyn Inbound
 /// Starts a node on its own embedded backplane (or the configured one).
 pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     match config.backplane.effective_kind() {
-        BackplaneKind::Memory => start_on_bus(config, MemoryBus::new()).await,
+        BackplaneKind::Memory => {
+            let bus = MemoryBus::new(ChannelLimits::from(&config.channels));
+            start_on_bus(config, bus).await
+        }
         BackplaneKind::Redis => {
             let (id, router, inbound) = identity_and_router(&config);
-            let backplane = RedisBackplane::connect(&config.backplane, &id, inbound).await?;
+            let limits = ChannelLimits::from(&config.channels);
+            let backplane = RedisBackplane::connect(&config.backplane, limits, &id, inbound).await?;
             serve(config, id, router, Arc::new(backplane)).await
         }
     }

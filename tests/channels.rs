@@ -126,6 +126,9 @@ async fn default_channel_settings() {
     let node = start(config()).await;
     let mut c = Client::connect(node.addr()).await;
     let declared = c.ok("create_channel", key("d", "declared")).await;
+    // Created on use by a subscription (a read such as channel_info creates nothing).
+    c.subscribe("d", "auto").await;
+    c.ok("unsubscribe", key("d", "auto")).await;
     let auto = c.ok("channel_info", key("d", "auto")).await;
     for info in [&declared, &auto] {
         assert_eq!(info["description"], Value::Null, "{info}");
@@ -184,13 +187,17 @@ async fn missing_channels_are_not_found_when_auto_create_is_off() {
     cfg.channels.auto_create = false;
     let node = start(cfg).await;
     let mut c = Client::connect(node.addr()).await;
-    for cmd in ["delete_channel", "channel_info", "subscribe", "history", "presence"] {
+    for cmd in ["delete_channel", "channel_info", "subscribe"] {
         c.err(cmd, key("r", "ghost"), "NOT_FOUND").await;
     }
+    // Reads of a channel that does not exist find nothing, and create nothing.
+    let empty = json!({"events": [], "epoch": null, "offset": null, "has_more": false});
+    assert_eq!(c.ok("history", key("r", "ghost")).await, empty);
+    assert_eq!(c.ok("presence", key("r", "ghost")).await, json!({"clients": [], "count": 0, "next_cursor": null}));
     let v = c.request(json!({"type":"event","room":"r","channel":"ghost","payload":1})).await;
     assert_eq!(v["error"]["code"], "NOT_FOUND", "{v}");
     c.err("unsubscribe", key("r", "ghost"), "NOT_SUBSCRIBED").await;
-    assert_eq!(c.ok("list_channels", json!({"room": "r"})).await, json!({"channels": []}));
+    assert_eq!(c.ok("list_channels", json!({"room": "r"})).await, json!({"channels": [], "next_cursor": null}));
     // Once declared, everything works.
     c.ok("create_channel", key("r", "ghost")).await;
     c.subscribe("r", "ghost").await;
@@ -222,9 +229,10 @@ async fn list_channels_is_sorted_by_name_and_scoped_to_the_room() {
     assert_eq!(mid["room"], "lst");
     assert_eq!(mid["offset"], 1);
     assert_eq!(*mid, a.ok("channel_info", key("lst", "mid")).await);
-    assert_eq!(a.ok("list_channels", json!({"room": "empty"})).await, json!({"channels": []}));
+    let none = json!({"channels": [], "next_cursor": null});
+    assert_eq!(a.ok("list_channels", json!({"room": "empty"})).await, none);
     // Listing creates nothing.
-    assert_eq!(a.ok("list_channels", json!({"room": "empty"})).await, json!({"channels": []}));
+    assert_eq!(a.ok("list_channels", json!({"room": "empty"})).await, none);
     let e = a.err("list_channels", json!({"room": "bad room"}), "VALIDATION_ERROR").await;
     assert_eq!(e["field"], "room");
 }
@@ -293,7 +301,7 @@ async fn presence_lists_subscribers_across_nodes() {
     drop(b);
     await_disconnect(&mut watcher, &gone).await;
     let p = a.ok("presence", key("p", "c")).await;
-    assert_eq!(p, json!({"clients": [], "count": 0}));
+    assert_eq!(p, json!({"clients": [], "count": 0, "next_cursor": null}));
 }
 
 #[tokio::test]
@@ -349,30 +357,39 @@ async fn history_selects_events_as_documented() {
     // The doc's example: latest offset 120, events 21–120 retained.
     let epoch = c.ok("create_channel", args("science", "explore", json!({"history_size": 100}))).await["epoch"].clone();
     publish_n(&mut c, "science", "explore", 120).await;
-    let cases: [(Value, Vec<u64>); 12] = [
-        (json!({}), (71..=120).collect()),
-        (json!({"limit": 3}), vec![118, 119, 120]),
-        (json!({"limit": 3, "reverse": true}), vec![120, 119, 118]),
-        (json!({"since": 50, "limit": 3}), vec![51, 52, 53]),
-        (json!({"before": 50, "limit": 3}), vec![47, 48, 49]),
-        (json!({"before": 50, "limit": 3, "reverse": true}), vec![49, 48, 47]),
-        (json!({"since": 10, "before": 30, "limit": 5}), vec![21, 22, 23, 24, 25]),
-        (json!({"since": 110, "before": 114}), vec![111, 112, 113]),
-        (json!({"before": 23, "limit": 5}), vec![21, 22]),
-        (json!({"since": 0, "limit": 1000}), (21..=120).collect()),
-        (json!({"since": 120}), vec![]),
-        (json!({"before": 21}), vec![]),
+    let cases: [(Value, Vec<u64>, bool); 12] = [
+        (json!({}), (71..=120).collect(), true),
+        (json!({"limit": 3}), vec![118, 119, 120], true),
+        (json!({"limit": 3, "reverse": true}), vec![120, 119, 118], true),
+        (json!({"since": 50, "limit": 3}), vec![51, 52, 53], true),
+        (json!({"before": 50, "limit": 3}), vec![47, 48, 49], true),
+        (json!({"before": 50, "limit": 3, "reverse": true}), vec![49, 48, 47], true),
+        (json!({"since": 10, "before": 30, "limit": 5}), vec![21, 22, 23, 24, 25], true),
+        (json!({"since": 110, "before": 114}), vec![111, 112, 113], false),
+        (json!({"before": 23, "limit": 5}), vec![21, 22], false),
+        (json!({"since": 0, "limit": 1000}), (21..=120).collect(), false),
+        (json!({"since": 120}), vec![], false),
+        (json!({"before": 21}), vec![], false),
     ];
-    for (extra, want) in cases {
+    for (extra, want, more) in cases {
         let r = c.ok("history", args("science", "explore", extra.clone())).await;
         assert_eq!(offsets(&r), want, "history {extra}");
+        assert_eq!(r["has_more"], more, "has_more of {extra}");
         assert_eq!(r["offset"], 120, "{extra}");
         assert_eq!(r["epoch"], epoch, "{extra}");
     }
     // A channel that never stored an event.
+    c.ok("create_channel", key("science", "empty")).await;
     let r = c.ok("history", key("science", "empty")).await;
-    assert_eq!((r["events"].clone(), r["offset"].clone()), (json!([]), Value::Null), "{r}");
+    assert_eq!(
+        (r["events"].clone(), r["offset"].clone(), r["has_more"].clone()),
+        (json!([]), Value::Null, json!(false))
+    );
     assert!(r["epoch"].is_string(), "{r}");
+    // A channel that does not exist: nothing, no epoch, and it is not created.
+    let r = c.ok("history", key("science", "never")).await;
+    assert_eq!(r, json!({"events": [], "epoch": null, "offset": null, "has_more": false}));
+    c.err("channel_info", key("science", "never"), "NOT_FOUND").await;
 }
 
 #[tokio::test]

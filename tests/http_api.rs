@@ -332,13 +332,15 @@ async fn http_history_rejects_bad_parameters() {
 }
 
 #[tokio::test]
-async fn undeclared_channels_are_404_over_http_when_auto_create_is_off() {
+async fn undeclared_channels_are_404_for_publish_and_empty_for_history_when_auto_create_is_off() {
     let mut cfg = api_config();
     cfg.channels.auto_create = false;
     let node = start(cfg).await;
     let addr = node.addr();
     assert_error(&publish(addr, json!({"room":"r","channel":"c","payload":1})).await, 404, "NOT_FOUND", None);
-    assert_error(&history(addr, "room=r&channel=c").await, 404, "NOT_FOUND", None);
+    // A read creates nothing and finds nothing.
+    let (status, empty) = history(addr, "room=r&channel=c").await;
+    assert_eq!((status, empty), (200, json!({"events":[],"epoch":null,"offset":null,"has_more":false})));
     let mut admin = Client::connect(addr).await;
     admin.ok("create_channel", json!({"room":"r","channel":"c"})).await;
     assert_eq!(publish(addr, json!({"room":"r","channel":"c","payload":1})).await.1["offset"], 1);

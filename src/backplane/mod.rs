@@ -27,9 +27,16 @@ pub enum BackplaneError {
     /// The channel exists already.
     #[error("channel exists")]
     Exists,
-    /// The backplane cannot be reached now; retry later.
+    /// A configured cap (channels per room or node, history memory) would be exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The backplane cannot be reached now; nothing was applied; retry later.
     #[error("backplane unavailable: {0}")]
     Unavailable(String),
+    /// The request reached the backplane but no answer came within the deadline: it may or
+    /// may not have been applied (a publish: retry with the same idempotency key).
+    #[error("backplane timeout: {0}")]
+    Timeout(String),
     /// Anything else.
     #[error("backplane failure: {0}")]
     Internal(String),
@@ -135,6 +142,71 @@ pub struct HistoryQuery {
     pub before: Option<u64>,
     /// Most events returned.
     pub limit: usize,
+    /// Most bytes of event frames returned (at least one event is, when any matches).
+    pub max_bytes: usize,
+}
+
+/// What a history query found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Matching events, ascending.
+    pub events: Vec<StoredEvent>,
+    /// The channel's position.
+    pub pos: StreamPosition,
+    /// More events match than were returned (`limit` or `max_bytes` cut the page).
+    pub has_more: bool,
+}
+
+/// Where a page of a listing starts and how long it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries strictly after this name (client id or channel name) in ascending order.
+    pub after: Option<String>,
+    /// Most entries returned.
+    pub limit: usize,
+}
+
+/// A page of a channel's presence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresencePage {
+    /// Entries, ascending by client id.
+    pub entries: Vec<PresenceEntry>,
+    /// Everyone in the channel's presence.
+    pub count: u64,
+    /// Whether entries after the last one exist.
+    pub has_more: bool,
+}
+
+/// Caps and lifetimes the backplane enforces on channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Channels per room.
+    pub per_room: usize,
+    /// Channels per node (memory backplane).
+    pub per_node: usize,
+    /// Bytes of stored history and idempotency results per node (memory backplane).
+    pub memory_bytes: usize,
+    /// Seconds an idempotency key is remembered: a channel is kept at least this long after
+    /// its last publish.
+    pub dedupe_window_s: u64,
+}
+
+impl From<&crate::config::ChannelsConfig> for ChannelLimits {
+    fn from(c: &crate::config::ChannelsConfig) -> Self {
+        Self {
+            per_room: c.max_channels_per_room,
+            per_node: c.max_channels,
+            memory_bytes: c.memory_max_bytes,
+            dedupe_window_s: c.dedupe_window_s,
+        }
+    }
+}
+
+impl ChannelLimits {
+    /// How long a channel created on use lives with no publish and nobody subscribed.
+    pub fn idle_ttl_s(&self, options: &ChannelOptions) -> u64 {
+        options.history_ttl_s.max(self.dedupe_window_s)
+    }
 }
 
 /// A live event arriving from the backplane.
@@ -226,8 +298,8 @@ pub trait Backplane: Send + Sync {
     async fn create_channel(&self, key: &ChannelKey, options: ChannelOptions) -> BpResult<ChannelInfo>;
     /// Deletes a channel and its history; subscribers everywhere lose it.
     async fn delete_channel(&self, key: &ChannelKey) -> BpResult<()>;
-    /// Channels of a room, by name.
-    async fn list_channels(&self, room: &str) -> BpResult<Vec<ChannelInfo>>;
+    /// A page of a room's channels, by name; `true` when more follow.
+    async fn list_channels(&self, room: &str, page: Page) -> BpResult<(Vec<ChannelInfo>, bool)>;
     /// One channel.
     async fn channel_info(&self, key: &ChannelKey) -> BpResult<ChannelInfo>;
 
@@ -235,10 +307,19 @@ pub trait Backplane: Send + Sync {
     async fn publish(&self, request: PublishRequest) -> BpResult<Published>;
     /// Epoch, top and first retained offset.
     async fn position(&self, key: &ChannelKey) -> BpResult<StreamPosition>;
-    /// Retained events with `from <= offset <= to`, ascending, at most `limit`.
-    async fn read_range(&self, key: &ChannelKey, from: u64, to: u64, limit: usize) -> BpResult<Vec<StoredEvent>>;
-    /// Retained events for a history query, ascending.
-    async fn history(&self, key: &ChannelKey, query: HistoryQuery) -> BpResult<(Vec<StoredEvent>, StreamPosition)>;
+    /// Retained events with `from <= offset <= to`, ascending, at most `limit` and about
+    /// `max_bytes` (at least one).
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BpResult<Vec<StoredEvent>>;
+    /// Retained events for a history query, ascending. NotFound for an unknown channel (a read
+    /// never creates one).
+    async fn history(&self, key: &ChannelKey, query: HistoryQuery) -> BpResult<HistoryPage>;
 
     /// This node wants live events of `key` (counted: one call per local subscription).
     async fn subscribe(&self, key: &ChannelKey) -> BpResult<()>;
@@ -253,8 +334,8 @@ pub trait Backplane: Send + Sync {
     async fn presence_join(&self, key: &ChannelKey, entry: PresenceEntry, announce: Frame) -> BpResult<()>;
     /// Removes a presence entry, announcing as for `presence_join`.
     async fn presence_leave(&self, key: &ChannelKey, client_id: &str, announce: Frame) -> BpResult<()>;
-    /// A channel's presence.
-    async fn presence(&self, key: &ChannelKey) -> BpResult<Vec<PresenceEntry>>;
+    /// A page of a channel's presence, ascending by client id. NotFound for an unknown channel.
+    async fn presence(&self, key: &ChannelKey, page: Page) -> BpResult<PresencePage>;
 
     /// Live nodes.
     async fn nodes(&self) -> BpResult<Vec<NodeInfo>>;

@@ -59,6 +59,13 @@ impl Args {
         }
     }
 
+    /// `cursor` (a name from a previous page's `next_cursor`) and `limit` (1–1000, default 100).
+    pub fn page(&mut self) -> Result<crate::backplane::Page, ErrorBody> {
+        let after = self.opt_str("cursor", 128)?;
+        let limit = self.opt_u64("limit", 1, 1000)?.unwrap_or(100) as usize;
+        Ok(crate::backplane::Page { after, limit })
+    }
+
     /// Refuses any arg left over.
     pub fn finish(self) -> Result<(), ErrorBody> {
         match self.0.keys().next() {

@@ -1,9 +1,9 @@
-//! `history`: stored events of a channel, newest page by default.
+//! `history`: stored events of a channel, newest page by default, capped in count and bytes.
 
 use std::fmt::Write as _;
 
-use super::{args::Args, backplane_error, Node, Outcome, Session};
-use crate::backplane::HistoryQuery;
+use super::{args::Args, backplane_error, Node, Outcome, Session, REPLY_ROOM};
+use crate::backplane::{BackplaneError, HistoryQuery};
 use crate::protocol::{raw, ChannelKey, ErrorBody};
 
 /// A parsed history request (shared with `GET /v1/history`).
@@ -24,19 +24,28 @@ impl HistoryRequest {
         let since = args.opt_u64("since", 0, u64::MAX >> 1)?;
         let before = args.opt_u64("before", 0, u64::MAX >> 1)?;
         let reverse = args.opt_bool("reverse")?.unwrap_or(false);
-        Ok(Self { key, query: HistoryQuery { since, before, limit }, reverse })
+        Ok(Self { key, query: HistoryQuery { since, before, limit, max_bytes: 0 }, reverse })
     }
 }
 
-/// Runs a history query and renders the result object as JSON text.
-pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody> {
+/// Runs a history query and renders the result object as JSON text. The events fit in
+/// `limits.max_reply_bytes`; `has_more` says when the limit or that cap cut the page. A channel
+/// that does not exist has no history: the result is empty (a read creates nothing).
+pub async fn query(node: &Node, mut req: HistoryRequest) -> Result<String, ErrorBody> {
     let key = &req.key;
-    node.ensure_channel(key).await?;
-    let (mut events, pos) = node.backplane.history(key, req.query).await.map_err(|e| backplane_error(e, Some(key)))?;
+    req.query.max_bytes = node.config.limits.max_reply_bytes.saturating_sub(REPLY_ROOM);
+    let page = match node.backplane.history(key, req.query).await {
+        Ok(p) => p,
+        Err(BackplaneError::NotFound) => {
+            return Ok(r#"{"events":[],"epoch":null,"offset":null,"has_more":false}"#.to_owned())
+        }
+        Err(e) => return Err(backplane_error(e, Some(key))),
+    };
+    let mut events = page.events;
     if req.reverse {
         events.reverse();
     }
-    let mut out = String::with_capacity(64 + events.iter().map(|e| e.frame.len() + 1).sum::<usize>());
+    let mut out = String::with_capacity(96 + events.iter().map(|e| e.frame.len() + 1).sum::<usize>());
     out.push_str(r#"{"events":["#);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -44,8 +53,10 @@ pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody
         }
         out.push_str(e.frame.as_str());
     }
+    let pos = page.pos;
     let offset = if pos.top > 0 { pos.top.to_string() } else { "null".to_owned() };
-    let _ = write!(out, r#"],"epoch":{},"offset":{offset}}}"#, serde_json::Value::from(pos.epoch));
+    let epoch = serde_json::Value::from(pos.epoch);
+    let _ = write!(out, r#"],"epoch":{epoch},"offset":{offset},"has_more":{}}}"#, page.has_more);
     Ok(out)
 }
 
@@ -53,6 +64,6 @@ pub async fn query(node: &Node, req: HistoryRequest) -> Result<String, ErrorBody
 pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
     let req = HistoryRequest::parse(&mut args)?;
     args.finish()?;
-    s.check_readable(&req.key)?; // `query` makes sure the channel exists
+    s.check_readable(&req.key)?;
     Ok(Outcome::Reply(raw(query(&s.node, req).await?)))
 }

@@ -60,6 +60,8 @@ pub struct Node {
     pub draining: AtomicBool,
     /// Node-wide bucket for `POST /v1/publish`.
     pub http_limiter: DefaultDirectRateLimiter,
+    /// Node-wide bucket for `GET /v1/history`.
+    pub http_history_limiter: DefaultDirectRateLimiter,
 }
 
 impl Node {
@@ -73,6 +75,8 @@ impl Node {
     ) -> Self {
         let rate = config.limits.http_publish_rate_per_s;
         let http_limiter = RateLimiter::direct(quota(rate, rate));
+        let rate = config.limits.http_history_rate_per_s;
+        let http_history_limiter = RateLimiter::direct(quota(rate, rate));
         Self {
             id,
             config,
@@ -82,6 +86,7 @@ impl Node {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             http_limiter,
+            http_history_limiter,
         }
     }
 
@@ -107,6 +112,12 @@ impl Node {
         self.backplane.ensure_channel(key, create.as_ref()).await.map_err(|e| backplane_error(e, Some(key)))
     }
 
+    /// Bytes the items of one reply may take (`limits.max_reply_bytes` less room for the
+    /// envelope around them).
+    pub fn reply_budget(&self) -> usize {
+        self.config.limits.max_reply_bytes.saturating_sub(REPLY_ROOM)
+    }
+
     /// Whether the node is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -119,12 +130,33 @@ fn quota(rate: u32, burst: u32) -> Quota {
     Quota::per_second(r).allow_burst(b)
 }
 
-/// Takes one token from `limiter`, or says when to retry.
-pub fn take_token(limiter: &DefaultDirectRateLimiter) -> Result<(), ErrorBody> {
+/// Bytes of a reply kept for its envelope (request id, field names, cursor): the items of a
+/// reply get `limits.max_reply_bytes` less this.
+pub const REPLY_ROOM: usize = 4096;
+
+/// Takes one token from `limiter`, or says when to retry; `what` names the limit.
+pub fn take_token(limiter: &DefaultDirectRateLimiter, what: &str) -> Result<(), ErrorBody> {
     limiter.check().map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ErrorBody::new(ErrorCode::RateLimited, "publish rate limit exceeded").retry_after(wait.as_millis() as u64 + 1)
+        ErrorBody::new(ErrorCode::RateLimited, format!("{what} rate limit exceeded"))
+            .retry_after(wait.as_millis() as u64 + 1)
     })
+}
+
+/// Serializes `items` in order while they fit in `max_bytes` (the first always does); `true`
+/// when some were left out.
+pub fn fit<T: Serialize>(items: &[T], max_bytes: usize) -> (Vec<Box<RawValue>>, bool) {
+    let mut out = Vec::with_capacity(items.len());
+    let mut used = 0;
+    for item in items {
+        let v = to_raw(item);
+        used += v.get().len() + 1;
+        if used > max_bytes && !out.is_empty() {
+            return (out, true);
+        }
+        out.push(v);
+    }
+    (out, false)
 }
 
 /// Maps a backplane failure onto the client-visible error table.
@@ -135,9 +167,17 @@ pub fn backplane_error(e: BackplaneError, key: Option<&crate::protocol::ChannelK
             ErrorBody::new(ErrorCode::NotFound, format!("{what} does not exist"))
         }
         BackplaneError::Exists => ErrorBody::new(ErrorCode::ChannelExists, "channel already exists"),
+        BackplaneError::LimitExceeded(m) => ErrorBody::new(ErrorCode::LimitExceeded, m),
         BackplaneError::Unavailable(m) => {
             tracing::warn!(error = %m, "backplane unavailable");
-            ErrorBody::new(ErrorCode::Unavailable, "backplane unavailable, retry later").retry_after(1000)
+            ErrorBody::new(ErrorCode::Unavailable, "backplane unavailable, nothing was stored; retry later")
+                .retry_after(1000)
+        }
+        BackplaneError::Timeout(m) => {
+            tracing::warn!(error = %m, "backplane answered too late");
+            let msg =
+                "no answer from the backplane in time: the outcome is unknown; retry with the same idempotency_key";
+            ErrorBody::new(ErrorCode::Timeout, msg).retry_after(1000)
         }
         BackplaneError::Internal(m) => {
             tracing::error!(error = %m, "backplane failure");
@@ -184,6 +224,8 @@ pub struct Session {
     /// Who it is.
     pub identity: Identity,
     limiter: DefaultDirectRateLimiter,
+    /// Bounds the commands one connection runs.
+    commands: DefaultDirectRateLimiter,
     /// Bounds the `error` activity events one connection can cause (a client hammering past
     /// its rate limit must not turn every refusal into a publish).
     error_activity: DefaultDirectRateLimiter,
@@ -199,10 +241,10 @@ impl Session {
     pub async fn open(node: Arc<Node>, conn: Arc<ConnHandle>, identity: Identity) -> Self {
         let l = &node.config.limits;
         let limiter = RateLimiter::direct(quota(l.publish_rate_per_s, l.publish_burst));
+        let commands = RateLimiter::direct(quota(l.command_rate_per_s, l.command_burst));
         node.router.register(&conn);
-        metrics().connections.inc();
         let error_activity = RateLimiter::direct(quota(ERROR_ACTIVITY_PER_S, ERROR_ACTIVITY_PER_S * 2));
-        let s = Self { node, conn, identity, limiter, error_activity, violations: 0 };
+        let s = Self { node, conn, identity, limiter, commands, error_activity, violations: 0 };
         s.activity(Activity::Connected, None).await;
         s
     }
@@ -240,14 +282,18 @@ impl Session {
                 ctx.command = Some(c.command.chars().take(64).collect());
                 ctx.key = args_key(&c.args);
                 let id = c.id.clone();
-                (Some(id), self.command(c).await)
+                let result = match take_token(&self.commands, "command") {
+                    Ok(()) => self.command(c).await,
+                    Err(e) => Err(e),
+                };
+                (Some(id), result)
             }
         };
         match result {
             Ok(outcome) => {
                 self.violations = 0;
                 if let (Some(id), Outcome::Reply(r)) = (request_id, outcome) {
-                    self.conn.send(reply_frame(&id, &r)).await;
+                    self.conn.deliver(reply_frame(&id, &r));
                 }
                 Flow::Continue
             }
@@ -283,7 +329,7 @@ impl Session {
         let code = r.error.code;
         metrics().errors.with_label_values(&[code.as_str()]).inc();
         tracing::debug!(client_id = %self.conn.client_id, error = code.as_str(), "frame refused");
-        self.conn.send(error_frame(r.request_id.as_deref(), &r.error)).await;
+        self.conn.deliver(error_frame(r.request_id.as_deref(), &r.error));
         let mut flow = Flow::Continue;
         if code.is_violation() {
             self.violations += 1;
@@ -316,23 +362,16 @@ impl Session {
         for (key, sub) in self.node.router.unregister(&self.conn) {
             unsubscribe::release(&self, &key, &sub).await;
         }
-        metrics().connections.dec();
         self.activity(Activity::Disconnected, None).await;
     }
 
     /// Checks and takes a publish token.
     fn take_publish_token(&self) -> Result<(), ErrorBody> {
-        take_token(&self.limiter)
+        take_token(&self.limiter, "publish")
     }
 
     /// Checks subscribe permission on `key` (which also governs history, presence and
-    /// channel info) and makes sure the channel exists.
-    async fn open_readable(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
-        self.check_readable(key)?;
-        self.node.ensure_channel(key).await
-    }
-
-    /// The permission half of [`Session::open_readable`].
+    /// channel info).
     fn check_readable(&self, key: &crate::protocol::ChannelKey) -> Result<(), ErrorBody> {
         if self.identity.permissions.can_subscribe(key) {
             Ok(())

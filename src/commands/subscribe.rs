@@ -92,7 +92,7 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
     if presence {
         join(s, &key).await;
     }
-    s.conn.send(reply_frame(request_id, &reply)).await;
+    s.conn.deliver(reply_frame(request_id, &reply));
     replay(s, &key, start, pos.top).await;
     node.router.go_live(&sub, pos.top);
     s.activity(Activity::Subscribed, Some(&key)).await;
@@ -102,9 +102,11 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
 /// Sends retained events `start..=top` in pages, waiting for room in the outbox.
 async fn replay(s: &Session, key: &ChannelKey, start: u64, top: u64) {
     let page = s.node.config.channels.replay_page;
+    // A page never holds more than a quarter of the client's byte budget in memory.
+    let page_bytes = s.node.config.limits.outbound_queue_bytes / 4;
     let mut cursor = start;
     while cursor <= top {
-        let events = match s.node.backplane.read_range(key, cursor, top, page).await {
+        let events = match s.node.backplane.read_range(key, cursor, top, page, page_bytes).await {
             Ok(e) if !e.is_empty() => e,
             Ok(_) => break,
             Err(e) => {

@@ -34,8 +34,11 @@ pub enum ErrorCode {
     RateLimited,
     /// A configured limit (subscriptions, sizes) would be exceeded.
     LimitExceeded,
-    /// The backplane cannot be reached; retry later.
+    /// The backplane cannot be reached; nothing was stored; retry later.
     Unavailable,
+    /// No answer from the backplane within the deadline after the request was sent: the outcome
+    /// is unknown (a publish may have been stored). Retry with the same `idempotency_key`.
+    Timeout,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::LimitExceeded => "LIMIT_EXCEEDED",
             Self::Unavailable => "UNAVAILABLE",
+            Self::Timeout => "TIMEOUT",
             Self::Internal => "INTERNAL",
         }
     }
@@ -91,6 +95,7 @@ impl ErrorCode {
             Self::LimitExceeded => 413,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
+            Self::Timeout => 504,
             Self::Internal => 500,
         }
     }
@@ -112,7 +117,7 @@ pub struct ErrorBody {
     /// The offending field, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// When to retry, for RATE_LIMITED and UNAVAILABLE.
+    /// When to retry, for RATE_LIMITED, UNAVAILABLE and TIMEOUT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }

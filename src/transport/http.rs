@@ -76,7 +76,7 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
         Ok(ev) => ev,
         Err(e) => return http_error(e),
     };
-    if let Err(e) = take_token(&st.node.http_limiter) {
+    if let Err(e) = take_token(&st.node.http_limiter, "publish") {
         return http_error(e);
     }
     match publish_event(&st.node, &Origin { client_id: "http", user: None }, ev).await {
@@ -102,6 +102,9 @@ pub async fn history(State(st): State<Shared>, headers: HeaderMap, Query(q): Que
             _ => Value::String(v),
         };
         map.insert(k, value);
+    }
+    if let Err(e) = take_token(&st.node.http_history_limiter, "history") {
+        return http_error(e);
     }
     let mut args = crate::commands::Args::new(map);
     let req = match history::HistoryRequest::parse(&mut args).and_then(|r| args.finish().map(|_| r)) {

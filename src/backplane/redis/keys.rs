@@ -41,6 +41,11 @@ impl Keys {
         self.chan(key, "presence")
     }
 
+    /// ZSET (all scores 0, read by name): the client ids of the presence hash, for pages.
+    pub fn presence_index(&self, key: &ChannelKey) -> String {
+        self.chan(key, "presence_ids")
+    }
+
     /// HASH: node → its subscriptions to the channel.
     pub fn subs(&self, key: &ChannelKey) -> String {
         self.chan(key, "subs")
@@ -58,9 +63,9 @@ impl Keys {
         ChannelKey::parse(room, channel).ok()
     }
 
-    /// SET: the channel names of a room.
+    /// ZSET (all scores 0, read by name): the channel names of a room.
     pub fn room(&self, room: &str) -> String {
-        format!("{}:room:{room}:channels", self.prefix)
+        format!("{}:room:{room}:index", self.prefix)
     }
 
     /// ZSET: node → last heartbeat (ms, server clock).

@@ -21,15 +21,16 @@ use fred::prelude::*;
 use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{bp, lock, new_epoch, num, Inner};
+use super::{bp, lock, new_epoch, num, Inner, Span};
 use crate::backplane::{BpResult, GoneReason, LiveEvent};
 use crate::protocol::{ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
 /// Live messages held for a channel until its starting position is known.
 const PENDING_CAP: usize = 100_000;
-/// Events read from the stream per page when filling a gap.
+/// Events read from the stream per page when filling a gap, and their bytes at most.
 const REPAIR_PAGE: usize = 1000;
+const REPAIR_BYTES: usize = 4 << 20;
 
 /// What the node tracks of one channel with local subscribers.
 pub(super) struct Track {
@@ -248,7 +249,8 @@ async fn deliver(inner: &Arc<Inner>, key: &ChannelKey, inc: Incoming) {
 async fn repair(inner: &Arc<Inner>, key: &ChannelKey, from: u64, to: u64, epoch: &str) -> bool {
     let mut cursor = from;
     while cursor <= to {
-        let read = match inner.read(key, cursor, Some(to), REPAIR_PAGE, false).await {
+        let span = Span { from: cursor, to: Some(to), limit: REPAIR_PAGE, max_bytes: REPAIR_BYTES, ..Span::POSITION };
+        let read = match inner.read(key, span).await {
             Ok(r) => r,
             Err(crate::backplane::BackplaneError::NotFound) => {
                 gone(inner, key, GoneReason::HistoryLost);
@@ -319,7 +321,8 @@ async fn sweep_all(inner: &Arc<Inner>) {
         .filter_map(|(k, t)| t.state.as_ref().map(|(e, l)| (k.clone(), e.clone(), *l)))
         .collect();
     for (key, epoch, last) in tracked {
-        let pos = match inner.read(&key, 0, None, 0, false).await {
+        // Also tells Redis the channel is in use (a channel created on use expires when idle).
+        let pos = match inner.read(&key, Span { touch: true, ..Span::POSITION }).await {
             Ok(r) => r.pos,
             Err(crate::backplane::BackplaneError::NotFound) => {
                 gone(inner, &key, GoneReason::HistoryLost);
@@ -358,7 +361,7 @@ pub(super) async fn subscribe(inner: &Arc<Inner>, key: &ChannelKey) -> BpResult<
     let result: BpResult<()> = async {
         if first {
             inner.sub.ssubscribe(inner.keys.live(key)).await.map_err(bp)?;
-            let pos = inner.read(key, 0, None, 0, false).await?.pos;
+            let pos = inner.read(key, Span { touch: true, ..Span::POSITION }).await?.pos;
             let _ = inner.ctl.send(Ctl::Init { key: key.clone(), epoch: pos.epoch, top: pos.top });
         }
         let _: i64 = inner.client.hincrby(inner.keys.subs(key), &inner.node, 1).await.map_err(bp)?;

@@ -15,7 +15,7 @@ mod live;
 mod scripts;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,6 +58,16 @@ fn bp(e: fred::error::Error) -> BackplaneError {
     }
 }
 
+/// Maps the error of a command that was sent: a lost connection or a missing answer leaves its
+/// outcome unknown (`Timeout`); an error reply means Redis did not run it.
+fn bp_sent(e: fred::error::Error) -> BackplaneError {
+    use fred::error::ErrorKind as K;
+    match e.kind() {
+        K::IO | K::Timeout | K::Canceled => BackplaneError::Timeout(e.to_string()),
+        _ => bp(e),
+    }
+}
+
 fn num(v: &Value) -> Option<u64> {
     match v {
         Value::Integer(i) => u64::try_from(*i).ok(),
@@ -76,6 +86,28 @@ fn frame_of(v: Value) -> Frame {
 struct Read {
     pos: StreamPosition,
     events: Vec<(u64, Frame, String)>,
+    /// The limit or the byte cap left events of the range out.
+    more: bool,
+}
+
+/// What to read of a channel's stream.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: u64,
+    /// Inclusive upper bound; `None`: the top.
+    to: Option<u64>,
+    limit: usize,
+    /// The newest `limit` at or below `to` instead of the oldest from `from`.
+    tail: bool,
+    /// Bytes of frames at most (at least one event is read).
+    max_bytes: usize,
+    /// Give a channel created on use its idle lifetime back (it is in use).
+    touch: bool,
+}
+
+impl Span {
+    /// Only the position.
+    const POSITION: Span = Span { from: 0, to: None, limit: 0, tail: false, max_bytes: 0, touch: false };
 }
 
 /// Shared state of one node's Redis backplane.
@@ -91,6 +123,7 @@ struct Inner {
     sub: SubscriberClient,
     scripts: Scripts,
     inbound: Arc<dyn Inbound>,
+    limits: ChannelLimits,
     /// Channels with local subscribers: what the live path tracks.
     tracks: Mutex<HashMap<ChannelKey, Track>>,
     /// Serializes Redis SSUBSCRIBE/SUNSUBSCRIBE so interest changes apply in order.
@@ -174,6 +207,7 @@ impl RedisBackplane {
     /// stays unready until it is) and starts the live path, heartbeat and canary.
     pub async fn connect(
         cfg: &BackplaneConfig,
+        limits: ChannelLimits,
         node: &str,
         inbound: Arc<dyn Inbound>,
     ) -> Result<Self, RedisStartError> {
@@ -230,6 +264,7 @@ impl RedisBackplane {
             sub,
             scripts: Scripts::new(),
             inbound,
+            limits,
             tracks: Mutex::new(HashMap::new()),
             interest: tokio::sync::Mutex::new(()),
             ctl: ctl_tx,
@@ -318,15 +353,25 @@ impl Inner {
         }
     }
 
-    /// Reads position and up to `limit` events in `from..=to` (`tail`: the last `limit`).
-    async fn read(&self, key: &ChannelKey, from: u64, to: Option<u64>, limit: usize, tail: bool) -> BpResult<Read> {
+    /// The shortest life of a channel created on use once idle (ms): the dedupe window, and
+    /// three sweeps, so that the nodes subscribed to it touch it well before it expires.
+    fn idle_floor_ms(&self) -> u64 {
+        (self.limits.dedupe_window_s * 1000).max(self.cfg.sweep_interval_ms * 3)
+    }
+
+    /// Reads a channel's position and events.
+    async fn read(&self, key: &ChannelKey, span: Span) -> BpResult<Read> {
         let args = vec![
-            from.to_string(),
-            to.map(|t| t.to_string()).unwrap_or_default(),
-            limit.to_string(),
-            if tail { "1" } else { "0" }.to_owned(),
+            span.from.to_string(),
+            span.to.map(|t| t.to_string()).unwrap_or_default(),
+            span.limit.to_string(),
+            if span.tail { "1" } else { "0" }.to_owned(),
+            span.max_bytes.to_string(),
+            if span.touch { self.idle_floor_ms() } else { 0 }.to_string(),
         ];
-        let v = self.eval(&self.scripts.read, vec![self.keys.meta(key), self.keys.stream(key)], args).await?;
+        let k = &self.keys;
+        let keys = vec![k.meta(key), k.stream(key), k.presence(key), k.presence_index(key), k.subs(key)];
+        let v = self.eval(&self.scripts.read, keys, args).await?;
         if v.is_null() {
             return Err(BackplaneError::NotFound);
         }
@@ -335,11 +380,106 @@ impl Inner {
         let epoch = it.next().as_ref().and_then(Value::as_string).ok_or_else(bad)?;
         let top = it.next().as_ref().and_then(num).ok_or_else(bad)?;
         let first = it.next().as_ref().and_then(num).ok_or_else(bad)?;
+        let more = it.next().as_ref().and_then(num).ok_or_else(bad)? == 1;
         let mut events = Vec::new();
         while let (Some(o), Some(f), Some(origin)) = (it.next(), it.next(), it.next()) {
             events.push((num(&o).ok_or_else(bad)?, frame_of(f), origin.as_string().unwrap_or_default()));
         }
-        Ok(Read { pos: StreamPosition { epoch, top, first }, events })
+        Ok(Read { pos: StreamPosition { epoch, top, first }, events, more })
+    }
+
+    /// LimitExceeded when `key`'s room holds `limits.per_room` channels (after dropping names
+    /// whose channel expired).
+    async fn check_room_cap(&self, key: &ChannelKey) -> BpResult<()> {
+        let index = self.keys.room(key.room());
+        let cap = self.limits.per_room as u64;
+        let count: u64 = self.client.zcard(&index).await.map_err(bp)?;
+        if count < cap {
+            return Ok(());
+        }
+        let names: Vec<String> = self.client.zrange(&index, 0, -1, None, false, None, false).await.map_err(bp)?;
+        let mut left = names.len() as u64;
+        for name in names {
+            let Ok(k) = ChannelKey::parse(key.room(), &name) else { continue };
+            let exists: bool = self.client.exists(self.keys.meta(&k)).await.map_err(bp)?;
+            if !exists {
+                let _: () = self.client.zrem(&index, &name).await.map_err(bp)?;
+                left -= 1;
+            }
+        }
+        if left < cap {
+            return Ok(());
+        }
+        let msg = format!("room {} holds its maximum of {} channels", key.room(), cap);
+        Err(BackplaneError::LimitExceeded(msg))
+    }
+
+    /// Creates a channel within the room's cap; false when it existed.
+    async fn create(&self, key: &ChannelKey, options: &ChannelOptions, declared: bool) -> BpResult<bool> {
+        self.check_room_cap(key).await?;
+        let [has_desc, desc, size, ttl, pe] = Self::options_args(options);
+        let idle = (options.history_ttl_s * 1000).max(self.idle_floor_ms());
+        let declared = if declared { "1" } else { "0" }.to_owned();
+        let args = vec![new_epoch(), timestamp_now(), has_desc, desc, size, ttl, pe, declared, idle.to_string()];
+        let created = self.eval(&self.scripts.create, vec![self.keys.meta(key), self.keys.stream(key)], args).await?;
+        let created = num(&created) == Some(1);
+        if created {
+            self.register_in_room(key).await;
+        }
+        Ok(created)
+    }
+
+    /// Publishes, creating the channel first (within its room's cap) when it does not exist and
+    /// the request allows it. `sent` is set once the publish script is on its way to Redis.
+    async fn publish(&self, req: &PublishRequest, sent: &AtomicBool) -> BpResult<Published> {
+        if let Some(p) = self.publish_once(req, sent).await? {
+            return Ok(p);
+        }
+        let options = req.create.as_ref().ok_or(BackplaneError::NotFound)?;
+        self.create(&req.key, options, false).await?;
+        self.publish_once(req, sent).await?.ok_or(BackplaneError::NotFound)
+    }
+
+    /// One run of the publish script; `None` when the channel does not exist.
+    async fn publish_once(&self, req: &PublishRequest, sent: &AtomicBool) -> BpResult<Option<Published>> {
+        let mut keys = vec![self.keys.meta(&req.key), self.keys.stream(&req.key)];
+        if let Some(k) = &req.idempotency_key {
+            keys.push(self.keys.idem(&req.key, k));
+        }
+        let (floor_epoch, floor) = self.floor(&req.key);
+        let args = vec![
+            req.message_id.clone(),
+            req.template.head().to_owned(),
+            req.template.tail().to_owned(),
+            req.origin.clone(),
+            req.dedupe_window_s.to_string(),
+            new_epoch(),
+            self.keys.live(&req.key),
+            floor_epoch,
+            floor.to_string(),
+            self.idle_floor_ms().to_string(),
+        ];
+        self.connected()?;
+        sent.store(true, Ordering::Release);
+        let v: Value = self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(bp_sent)?;
+        let parts = v.into_array();
+        let bad = || BackplaneError::Internal("malformed publish result".into());
+        match parts.first().and_then(Value::as_string).as_deref() {
+            Some("ok") => {
+                let epoch = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
+                let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
+                self.saw(&req.key, &epoch, offset);
+                Ok(Some(Published { id: req.message_id.clone(), offset, duplicate: false }))
+            }
+            Some("dup") => {
+                let cached = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
+                let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
+                let offset = offset.parse().map_err(|_| bad())?;
+                Ok(Some(Published { id: id.to_owned(), offset, duplicate: true }))
+            }
+            Some("nf") => Ok(None),
+            _ => Err(bad()),
+        }
     }
 
     async fn live_nodes(&self) -> BpResult<(u64, Vec<(String, u64, u64)>)> {
@@ -365,7 +505,8 @@ impl Inner {
     }
 
     async fn register_in_room(&self, key: &ChannelKey) {
-        let r: Result<(), _> = self.client.sadd(self.keys.room(key.room()), key.channel()).await;
+        let values = (0.0, key.channel());
+        let r: Result<(), _> = self.client.zadd(self.keys.room(key.room()), None, None, false, false, values).await;
         if let Err(e) = r {
             tracing::warn!(channel = %key, error = %e, "cannot add channel to its room's registry");
         }
@@ -403,7 +544,7 @@ impl Inner {
         entry: &str,
         announce: &Frame,
     ) -> BpResult<bool> {
-        let keys = vec![self.keys.meta(key), self.keys.presence(key)];
+        let keys = vec![self.keys.meta(key), self.keys.presence(key), self.keys.presence_index(key)];
         let args = vec![client_id.to_owned(), entry.to_owned(), self.keys.live(key), announce.as_str().to_owned()];
         let v = self.eval(&self.scripts.presence, keys, args).await?;
         Ok(num(&v) == Some(1))
@@ -453,56 +594,49 @@ impl Backplane for RedisBackplane {
             return Ok(());
         }
         let options = create.ok_or(BackplaneError::NotFound)?;
-        let [has_desc, desc, size, ttl, pe] = Inner::options_args(options);
-        let args = vec![new_epoch(), timestamp_now(), has_desc, desc, size, ttl, pe];
-        let created = i.eval(&i.scripts.create, vec![i.keys.meta(key)], args).await?;
-        if num(&created) == Some(1) {
-            i.register_in_room(key).await;
-        }
-        Ok(())
+        i.create(key, options, false).await.map(|_| ())
     }
 
     async fn create_channel(&self, key: &ChannelKey, options: ChannelOptions) -> BpResult<ChannelInfo> {
         let i = &self.inner;
-        let [has_desc, desc, size, ttl, pe] = Inner::options_args(&options);
-        let args = vec![new_epoch(), timestamp_now(), has_desc, desc, size, ttl, pe];
-        let created = i.eval(&i.scripts.create, vec![i.keys.meta(key)], args).await?;
-        if num(&created) != Some(1) {
+        if !i.create(key, &options, true).await? {
             return Err(BackplaneError::Exists);
         }
-        i.register_in_room(key).await;
         i.info(key, &[]).await
     }
 
     async fn delete_channel(&self, key: &ChannelKey) -> BpResult<()> {
         let i = &self.inner;
-        let keys = vec![i.keys.meta(key), i.keys.stream(key), i.keys.presence(key), i.keys.subs(key)];
-        let deleted = i.eval(&i.scripts.delete, keys, vec![i.keys.live(key)]).await?;
-        let _: Result<(), _> = i.client.srem(i.keys.room(key.room()), key.channel()).await;
+        let k = &i.keys;
+        let keys = vec![k.meta(key), k.stream(key), k.presence(key), k.presence_index(key), k.subs(key)];
+        let deleted = i.eval(&i.scripts.delete, keys, vec![k.live(key)]).await?;
+        let _: Result<(), _> = i.client.zrem(k.room(key.room()), key.channel()).await;
         if num(&deleted) != Some(1) {
             return Err(BackplaneError::NotFound);
         }
         Ok(())
     }
 
-    async fn list_channels(&self, room: &str) -> BpResult<Vec<ChannelInfo>> {
+    async fn list_channels(&self, room: &str, page: Page) -> BpResult<(Vec<ChannelInfo>, bool)> {
         let i = &self.inner;
-        i.connected()?;
-        let mut names: Vec<String> = i.client.smembers(i.keys.room(room)).await.map_err(bp)?;
-        names.sort();
+        let index = i.keys.room(room);
+        let args = vec![page.after.unwrap_or_default(), page.limit.to_string()];
+        let v = i.eval(&i.scripts.room_page, vec![index.clone()], args).await?;
+        let mut it = v.into_array().into_iter();
+        let more = it.next().as_ref().and_then(num) == Some(1);
         let (_, live) = i.live_nodes().await?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
+        let mut out = Vec::new();
+        for name in it.filter_map(|n| n.as_string()) {
             let Ok(key) = ChannelKey::parse(room, &name) else { continue };
             match i.info(&key, &live).await {
                 Ok(info) => out.push(info),
                 Err(BackplaneError::NotFound) => {
-                    let _: Result<(), _> = i.client.srem(i.keys.room(room), &name).await;
+                    let _: Result<(), _> = i.client.zrem(&index, &name).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((out, more))
     }
 
     async fn channel_info(&self, key: &ChannelKey) -> BpResult<ChannelInfo> {
@@ -512,74 +646,51 @@ impl Backplane for RedisBackplane {
 
     async fn publish(&self, req: PublishRequest) -> BpResult<Published> {
         let i = &self.inner;
-        let mut keys = vec![i.keys.meta(&req.key), i.keys.stream(&req.key)];
-        if let Some(k) = &req.idempotency_key {
-            keys.push(i.keys.idem(&req.key, k));
-        }
-        let (floor_epoch, floor) = i.floor(&req.key);
-        let options = req.create.as_ref();
-        let [has_desc, desc, size, ttl, pe] = options.map(Inner::options_args).unwrap_or_default();
-        let args = vec![
-            req.message_id.clone(),
-            req.template.head().to_owned(),
-            req.template.tail().to_owned(),
-            req.origin.clone(),
-            req.dedupe_window_s.to_string(),
-            if options.is_some() { "1" } else { "0" }.to_owned(),
-            new_epoch(),
-            timestamp_now(),
-            has_desc,
-            desc,
-            size,
-            ttl,
-            pe,
-            i.keys.live(&req.key),
-            floor_epoch,
-            floor.to_string(),
-        ];
-        let v = i.eval(&i.scripts.publish, keys, args).await?;
-        let parts = v.into_array();
-        let bad = || BackplaneError::Internal("malformed publish result".into());
-        match parts.first().and_then(Value::as_string).as_deref() {
-            Some("ok") => {
-                let epoch = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
-                let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
-                i.saw(&req.key, &epoch, offset);
-                if parts.get(3).and_then(num) == Some(1) {
-                    i.register_in_room(&req.key).await;
-                }
-                Ok(Published { id: req.message_id, offset, duplicate: false })
+        i.connected()?;
+        // One deadline for the whole answer. Until the script is sent nothing can be stored
+        // (UNAVAILABLE); after, a late or lost answer leaves the outcome unknown (TIMEOUT).
+        let sent = AtomicBool::new(false);
+        let deadline = Duration::from_millis(i.cfg.command_timeout_ms);
+        match tokio::time::timeout(deadline, i.publish(&req, &sent)).await {
+            Ok(r) => r,
+            Err(_) if sent.load(Ordering::Acquire) => {
+                Err(BackplaneError::Timeout(format!("no answer to a publish within {deadline:?}")))
             }
-            Some("dup") => {
-                let cached = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
-                let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
-                Ok(Published { id: id.to_owned(), offset: offset.parse().map_err(|_| bad())?, duplicate: true })
-            }
-            Some("nf") => Err(BackplaneError::NotFound),
-            _ => Err(bad()),
+            Err(_) => Err(BackplaneError::Unavailable(format!("publish not sent within {deadline:?}"))),
         }
     }
 
     async fn position(&self, key: &ChannelKey) -> BpResult<StreamPosition> {
-        Ok(self.inner.read(key, 0, None, 0, false).await?.pos)
+        Ok(self.inner.read(key, Span::POSITION).await?.pos)
     }
 
-    async fn read_range(&self, key: &ChannelKey, from: u64, to: u64, limit: usize) -> BpResult<Vec<StoredEvent>> {
-        let r = self.inner.read(key, from, Some(to), limit, false).await?;
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BpResult<Vec<StoredEvent>> {
+        let span = Span { from, to: Some(to), limit, max_bytes, ..Span::POSITION };
+        let r = self.inner.read(key, span).await?;
         Ok(r.events.into_iter().map(|(offset, frame, _)| StoredEvent { offset, frame }).collect())
     }
 
-    async fn history(&self, key: &ChannelKey, q: HistoryQuery) -> BpResult<(Vec<StoredEvent>, StreamPosition)> {
-        let to = q.before.map(|b| b.saturating_sub(1));
+    async fn history(&self, key: &ChannelKey, q: HistoryQuery) -> BpResult<HistoryPage> {
         if q.before == Some(0) {
-            return Ok((Vec::new(), self.position(key).await?));
+            let pos = self.position(key).await?;
+            return Ok(HistoryPage { events: Vec::new(), pos, has_more: false });
         }
-        let r = match q.since {
-            Some(since) => self.inner.read(key, since + 1, to, q.limit, false).await?,
-            None => self.inner.read(key, 1, to, q.limit, true).await?,
+        let to = q.before.map(|b| b - 1);
+        let (from, tail) = match q.since {
+            Some(since) => (since + 1, false),
+            None => (1, true),
         };
+        let span = Span { from, to, limit: q.limit, tail, max_bytes: q.max_bytes, touch: false };
+        let r = self.inner.read(key, span).await?;
         let events = r.events.into_iter().map(|(offset, frame, _)| StoredEvent { offset, frame }).collect();
-        Ok((events, r.pos))
+        Ok(HistoryPage { events, pos: r.pos, has_more: r.more })
     }
 
     async fn subscribe(&self, key: &ChannelKey) -> BpResult<()> {
@@ -609,22 +720,25 @@ impl Backplane for RedisBackplane {
         self.inner.presence_change(key, client_id, "", &announce).await.map(|_| ())
     }
 
-    async fn presence(&self, key: &ChannelKey) -> BpResult<Vec<PresenceEntry>> {
+    async fn presence(&self, key: &ChannelKey, page: Page) -> BpResult<PresencePage> {
         let i = &self.inner;
-        i.connected()?;
-        let exists: bool = i.client.exists(i.keys.meta(key)).await.map_err(bp)?;
-        if !exists {
+        let keys = vec![i.keys.meta(key), i.keys.presence(key), i.keys.presence_index(key)];
+        let args = vec![page.after.unwrap_or_default(), page.limit.to_string()];
+        let v = i.eval(&i.scripts.presence_page, keys, args).await?;
+        if v.is_null() {
             return Err(BackplaneError::NotFound);
         }
+        let mut it = v.into_array().into_iter();
+        let count = it.next().as_ref().and_then(num).unwrap_or_default();
+        let has_more = it.next().as_ref().and_then(num) == Some(1);
         let (_, live) = i.live_nodes().await?;
-        let raw: HashMap<String, String> = i.client.hgetall(i.keys.presence(key)).await.map_err(bp)?;
-        let mut out: Vec<PresenceEntry> = raw
-            .values()
-            .filter_map(|json| serde_json::from_str::<PresenceEntry>(json).ok())
+        // Entries of a node that died are left out until the reaper removes them.
+        let entries = it
+            .filter_map(|v| v.as_string())
+            .filter_map(|json| serde_json::from_str::<PresenceEntry>(&json).ok())
             .filter(|e| live.iter().any(|(n, _, _)| *n == e.node))
             .collect();
-        out.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.client_id.cmp(&b.client_id)));
-        Ok(out)
+        Ok(PresencePage { entries, count, has_more })
     }
 
     async fn nodes(&self) -> BpResult<Vec<NodeInfo>> {

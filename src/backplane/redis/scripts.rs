@@ -42,32 +42,22 @@ end
 "#;
 
 /// KEYS: meta, stream, [idem]. ARGV: 1 message id, 2 head, 3 tail, 4 origin, 5 dedupe window s,
-/// 6 create ("1"/"0"), 7 fresh epoch, 8 created_at, 9 has description, 10 description,
-/// 11 history size, 12 history ttl s, 13 presence events, 14 live channel, 15 floor epoch,
-/// 16 floor offset.
-/// Returns `{"ok", epoch, offset, created}`, `{"dup", "<id>|<offset>"}` or `{"nf"}`.
+/// 6 fresh epoch, 7 live channel, 8 floor epoch, 9 floor offset, 10 idle floor ms.
+/// Returns `{"ok", epoch, offset}`, `{"dup", "<id>|<offset>"}` or `{"nf"}` (the channel does not
+/// exist: the caller creates it, within its caps, and publishes again).
 const PUBLISH: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
 if #KEYS > 2 then
   local c = redis.call('GET', KEYS[3])
   if c then return {'dup', c} end
 end
-local m = redis.call('HMGET', meta, 'epoch', 'offset', 'history_size', 'history_ttl_s')
-local created = 0
-if not m[1] then
-  if ARGV[6] ~= '1' then return {'nf'} end
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'epoch', ARGV[7], 'offset', 0, 'created_at', ARGV[8], 'history_size', ARGV[11],
-    'history_ttl_s', ARGV[12], 'presence_events', ARGV[13])
-  if ARGV[9] == '1' then redis.call('HSET', meta, 'description', ARGV[10]) end
-  m = {ARGV[7], '0', ARGV[11], ARGV[12]}
-  created = 1
-end
+local m = redis.call('HMGET', meta, 'epoch', 'offset', 'history_size', 'history_ttl_s', 'declared')
+if not m[1] then return {'nf'} end
 local epoch = m[1]
-local floor = tonumber(ARGV[16])
-if ARGV[15] == epoch and floor > tonumber(m[2]) then
+local floor = tonumber(ARGV[9])
+if ARGV[8] == epoch and floor > tonumber(m[2]) then
   -- The counter went back (failover lost writes this node saw): never reuse an offset.
-  epoch = ARGV[7]
+  epoch = ARGV[6]
   redis.call('HSET', meta, 'epoch', epoch, 'offset', floor)
 end
 local off = redis.call('HINCRBY', meta, 'offset', 1)
@@ -80,35 +70,75 @@ if size > 0 then
   if type(r) == 'table' and r.err then
     -- The stream is ahead of the counter (it survived a loss the meta did not): new epoch.
     redis.call('DEL', stream)
-    epoch = ARGV[7]
+    epoch = ARGV[6]
     redis.call('HSET', meta, 'epoch', epoch)
     redis.call('XADD', stream, 'MAXLEN', '~', size, id, 'f', frame, 't', now, 'o', ARGV[4])
   end
   redis.call('PEXPIRE', stream, ttl * 1000)
 end
-redis.call('SPUBLISH', ARGV[14], 'E\n' .. epoch .. '\n' .. off .. '\n' .. ARGV[4] .. '\n' .. frame)
+if m[5] ~= '1' then
+  redis.call('PEXPIRE', meta, math.max(ttl * 1000, tonumber(ARGV[5]) * 1000, tonumber(ARGV[10])))
+end
+redis.call('SPUBLISH', ARGV[7], 'E\n' .. epoch .. '\n' .. off .. '\n' .. ARGV[4] .. '\n' .. frame)
 if #KEYS > 2 then redis.call('SET', KEYS[3], ARGV[1] .. '|' .. off, 'EX', ARGV[5]) end
-return {'ok', epoch, off, created}
+return {'ok', epoch, off}
 "#;
 
-/// KEYS: meta, stream. ARGV: 1 from, 2 to ("" = top), 3 limit, 4 tail ("1": the last `limit`
-/// at or below `to`). Returns nil when the channel does not exist, else
-/// `{epoch, top, first, off1, frame1, origin1, …}` ascending.
+/// KEYS: meta, stream, presence, presence index, subs. ARGV: 1 from, 2 to ("" = top), 3 limit,
+/// 4 tail ("1": the newest `limit` at or below `to`), 5 max bytes of frames (at least one is
+/// returned), 6 idle floor ms ("0": do not touch; else a channel created on use gets its idle
+/// lifetime back: it is in use). Returns nil when the channel does not exist, else
+/// `{epoch, top, first, more, off1, frame1, origin1, …}` ascending (`more`: 1 when `limit` or the
+/// byte cap left events of the range out).
 const READ: &str = r#"
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'history_size', 'history_ttl_s')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'history_size', 'history_ttl_s', 'declared')
 if not m[1] then return false end
 local top, size, ttl = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
+local touch = tonumber(ARGV[6])
+if touch > 0 and m[5] ~= '1' then
+  local idle = math.max(ttl * 1000, touch)
+  for i = 1, 5 do
+    if i ~= 2 then redis.call('PEXPIRE', KEYS[i], idle) end
+  end
+end
 local first = first_retained(KEYS[2], top, size, ttl)
-local out = {m[1], top, first}
+local out = {m[1], top, first, 0}
 local limit = tonumber(ARGV[3])
 if limit <= 0 then return out end
 local to = top
 if ARGV[2] ~= '' then to = math.min(tonumber(ARGV[2]), top) end
 local from = math.max(tonumber(ARGV[1]), first)
-if ARGV[4] == '1' then from = math.max(first, to - limit + 1) end
 if from > to then return out end
-local e = redis.call('XRANGE', KEYS[2], from .. '-0', to .. '-0', 'COUNT', limit)
-for _, x in ipairs(e) do
+local rev, maxb = ARGV[4] == '1', tonumber(ARGV[5])
+local picked, n, bytes = {}, 0, 0
+local lo, hi = from, to
+while lo <= hi do
+  local want = math.min(limit - n + 1, 100)
+  local e
+  if rev then
+    e = redis.call('XREVRANGE', KEYS[2], hi .. '-0', lo .. '-0', 'COUNT', want)
+  else
+    e = redis.call('XRANGE', KEYS[2], lo .. '-0', hi .. '-0', 'COUNT', want)
+  end
+  for _, x in ipairs(e) do
+    local f = x[2][2]
+    if n >= limit or (n > 0 and bytes + #f > maxb) then
+      out[4] = 1
+      lo = hi + 1
+      break
+    end
+    n = n + 1
+    bytes = bytes + #f
+    picked[n] = x
+    local o = id_offset(x[1])
+    if rev then hi = o - 1 else lo = o + 1 end
+  end
+  if #e < want then break end
+end
+local a, b, step = 1, n, 1
+if rev then a, b, step = n, 1, -1 end
+for i = a, b, step do
+  local x = picked[i]
   out[#out + 1] = id_offset(x[1])
   out[#out + 1] = x[2][2]
   out[#out + 1] = x[2][6] or ''
@@ -116,38 +146,87 @@ end
 return out
 "#;
 
-/// KEYS: meta. ARGV: 1 epoch, 2 created_at, 3 has description, 4 description, 5 history size,
-/// 6 history ttl s, 7 presence events. Returns 1 when created, 0 when it existed.
+/// KEYS: meta, stream. ARGV: 1 epoch, 2 created_at, 3 has description, 4 description,
+/// 5 history size, 6 history ttl s, 7 presence events, 8 declared ("1": kept until deleted; "0":
+/// created on use, expires when idle), 9 idle ms. Returns 1 when created, 0 when it existed.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', 0, 'created_at', ARGV[2], 'history_size', ARGV[5],
-  'history_ttl_s', ARGV[6], 'presence_events', ARGV[7])
+  'history_ttl_s', ARGV[6], 'presence_events', ARGV[7], 'declared', ARGV[8])
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'description', ARGV[4]) end
+if ARGV[8] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[9]) end
 return 1
 "#;
 
-/// KEYS: meta, stream, presence, subs. ARGV: 1 live channel. Returns 1 when deleted.
+/// KEYS: meta, stream, presence, presence index, subs. ARGV: 1 live channel. Returns 1 when
+/// deleted.
 const DELETE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SPUBLISH', ARGV[1], 'D')
 return 1
 "#;
 
-/// KEYS: meta, presence. ARGV: 1 client id, 2 entry JSON ("" = leave), 3 live channel,
-/// 4 announce frame. Returns 1 when done, 0 when the channel does not exist (join) or the
-/// client was not present (leave).
+/// KEYS: meta, presence, presence index. ARGV: 1 client id, 2 entry JSON ("" = leave), 3 live
+/// channel, 4 announce frame. Returns 1 when done, 0 when the channel does not exist (join) or
+/// the client was not present (leave). The entries live as long as the channel's meta.
 const PRESENCE: &str = r#"
 if ARGV[2] ~= '' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('ZADD', KEYS[3], 0, ARGV[1])
+  local t = redis.call('PTTL', KEYS[1])
+  if t > 0 then
+    redis.call('PEXPIRE', KEYS[2], t)
+    redis.call('PEXPIRE', KEYS[3], t)
+  end
 elseif redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then
   return 0
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
 if redis.call('HGET', KEYS[1], 'presence_events') == '1' then
   redis.call('SPUBLISH', ARGV[3], 'S\n' .. ARGV[4])
 end
 return 1
+"#;
+
+/// KEYS: meta, presence, presence index. ARGV: 1 cursor ("" = from the start), 2 limit.
+/// Returns nil when the channel does not exist, else `{count, more, entry1, …}` ascending by
+/// client id after the cursor.
+const PRESENCE_PAGE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local limit = tonumber(ARGV[2])
+local start = '-'
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+local ids = redis.call('ZRANGE', KEYS[3], start, '+', 'BYLEX', 'LIMIT', 0, limit + 1)
+local out = {redis.call('ZCARD', KEYS[3]), 0}
+if #ids > limit then
+  out[2] = 1
+  ids[#ids] = nil
+end
+if #ids == 0 then return out end
+local entries = redis.call('HMGET', KEYS[2], unpack(ids))
+for i = 1, #ids do
+  if entries[i] then out[#out + 1] = entries[i] end
+end
+return out
+"#;
+
+/// KEYS: room index. ARGV: 1 cursor ("" = from the start), 2 limit. Returns `{more, name1, …}`.
+const ROOM_PAGE: &str = r#"
+local limit = tonumber(ARGV[2])
+local start = '-'
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+local names = redis.call('ZRANGE', KEYS[1], start, '+', 'BYLEX', 'LIMIT', 0, limit + 1)
+local more = 0
+if #names > limit then
+  more = 1
+  names[#names] = nil
+end
+table.insert(names, 1, more)
+return names
 "#;
 
 /// KEYS: meta. ARGV: 1 epoch the node saw, 2 offset the node saw, 3 fresh epoch.
@@ -206,6 +285,8 @@ pub(super) struct Scripts {
     pub create: fred::types::scripts::Script,
     pub delete: fred::types::scripts::Script,
     pub presence: fred::types::scripts::Script,
+    pub presence_page: fred::types::scripts::Script,
+    pub room_page: fred::types::scripts::Script,
     pub guard: fred::types::scripts::Script,
     pub heartbeat: fred::types::scripts::Script,
     pub nodes: fred::types::scripts::Script,
@@ -222,6 +303,8 @@ impl Scripts {
             create: Script::from_lua(CREATE),
             delete: Script::from_lua(DELETE),
             presence: Script::from_lua(PRESENCE),
+            presence_page: Script::from_lua(PRESENCE_PAGE),
+            room_page: Script::from_lua(ROOM_PAGE),
             guard: Script::from_lua(GUARD),
             heartbeat: Script::from_lua(HEARTBEAT),
             nodes: Script::from_lua(NODES),
