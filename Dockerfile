@@ -21,8 +21,9 @@ RUN mkdir -p src \
  && touch src/lib.rs \
  && cargo build --release --locked --bin arqonbus \
  && rm -rf src
-# The real sources (objcopy comes with the image's gcc/binutils). COPY keeps their modification times, which can be older than the stub
-# build: touching the crate roots makes cargo rebuild the crate itself.
+# The real sources. COPY keeps their modification times, which can be older than the stub
+# build: touching the crate roots makes cargo rebuild the crate itself. The debug info is then
+# moved to its own file (objcopy comes with the image's gcc); the symbols stay for profilers.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin arqonbus \
