@@ -309,6 +309,7 @@ class Core:
                 self._spawn(self._send_subscribe(sub, link))
             else:
                 del self._subs[key]
+                self._sent_on.pop(key, None)
                 sub.end(unsubscribed_error(key[0], key[1], reason))
 
     # ---- subscriptions ----------------------------------------------------------------------
@@ -355,6 +356,7 @@ class Core:
                 asyncio.get_running_loop().call_later(delay, lambda: self._spawn(self._send_subscribe(sub, link)))
                 return
             del self._subs[key]
+            self._sent_on.pop(key, None)
             sub.end(err)
 
         rid = self._next_id()

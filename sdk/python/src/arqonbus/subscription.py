@@ -79,10 +79,18 @@ class Subscription:
     # ---- public API -------------------------------------------------------------------------
 
     def __await__(self) -> Any:
-        return self.ready.__await__()
+        return self._started().__await__()
+
+    async def _started(self) -> Subscription:
+        """Waits for the server's reply (at most `request_timeout_s`: then TIMEOUT, and the
+        subscription stays pending: it completes once a connection is back)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.ready), self._bus.options.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ArqonBusError("TIMEOUT", f"no subscribe reply for {self.room}:{self.channel} yet") from None
 
     async def __aenter__(self) -> Subscription:
-        return await self.ready
+        return await self._started()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
