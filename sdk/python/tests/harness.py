@@ -170,7 +170,8 @@ class Proxy:
     """A TCP proxy in the test's event loop, in front of one node.
 
     `hold_answers()` stops forwarding server → client bytes (the server has them, the client
-    never does); `cut()` closes every proxied connection at once; `resume()` forwards again.
+    never does) until `cut()` closes every proxied connection at once; `resume()` forwards
+    again for new connections; `refusing` drops new connections at once (a node that is down).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -179,6 +180,7 @@ class Proxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self.holding = False
+        self.refusing = False
 
     @property
     def url(self) -> str:
@@ -190,6 +192,9 @@ class Proxy:
         return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
