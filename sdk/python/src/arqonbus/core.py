@@ -345,8 +345,7 @@ class Core:
                 return
             if frame.get("type") == "reply":
                 result = frame.get("result")
-                gap = sub.on_reply(result if isinstance(result, dict) else {}, since, link.generation)
-                if gap is not None:
+                for gap in sub.on_reply(result if isinstance(result, dict) else {}, since, link.generation):
                     self._emit_gap(gap)
                 return
             err = ArqonBusError.from_body(frame.get("error"))

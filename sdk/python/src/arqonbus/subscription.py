@@ -150,7 +150,7 @@ class Subscription:
             await self._fill(item.offset)
             return None
         if isinstance(item, Gap):
-            if cursor.gap_is_ahead(item) and item.from_offset is not None:
+            if cursor.gap_is_ahead(item):
                 await self._fill(item.from_offset)
                 return None
             self._head = None
@@ -218,20 +218,20 @@ class Subscription:
     def since_to_send(self) -> Position | None:
         return self.received if self.received is not None else self._since
 
-    def on_reply(self, result: dict[str, Any], since: Position | None, generation: int) -> Gap | None:
-        gap, position = on_subscribed(self.room, self.channel, since, result)
+    def on_reply(self, result: dict[str, Any], since: Position | None, generation: int) -> list[Gap]:
+        gaps, position = on_subscribed(self.room, self.channel, since, result)
         if self._cursor is None:
             epoch = position.epoch
             start = since.offset if since is not None else position.offset
             self._cursor = Cursor(epoch, start)
         self.received = position
         self.link_generation = generation
-        if gap is not None:
-            self._queue.append(gap)
+        if gaps:
+            self._queue.extend(gaps)
             self._wake()
         if not self.ready.done():
             self.ready.set_result(self)
-        return gap
+        return gaps
 
     def on_event(self, frame: dict[str, Any], text: str) -> None:
         received = self.received

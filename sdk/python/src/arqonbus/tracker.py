@@ -15,10 +15,10 @@ from .types import Event, Gap, Position
 
 def on_subscribed(
     room: str, channel: str, since: Position | None, reply: dict[str, Any]
-) -> tuple[Gap | None, Position]:
+) -> tuple[list[Gap], Position]:
     """What a `subscribe` reply means for a subscriber that sent `since`.
 
-    Returns the gap to surface (or None) and the received position to continue from. The
+    Returns the gaps to surface, in order, and the received position to continue from. The
     replayed events follow the reply and occupy offsets `latest - replayed + 1 .. latest`.
     """
     epoch = reply.get("epoch")
@@ -26,28 +26,20 @@ def on_subscribed(
     latest = reply.get("offset")
     latest = latest if isinstance(latest, int) else None
     if since is None:
-        return None, Position(latest or 0, epoch)
+        return [], Position(latest or 0, epoch)
     if reply.get("recovered") is not False:
-        return None, Position(since.offset, epoch)
+        return [], Position(since.offset, epoch)
     replayed = reply.get("replayed")
     replayed = replayed if isinstance(replayed, int) else 0
     lost_to = (latest - replayed) if latest is not None else 0
+    gaps: list[Gap] = []
+    start = since.offset
     if since.epoch is not None and since.epoch != epoch:
-        lost = lost_to >= 1
-        gap = Gap(
-            room,
-            channel,
-            "epoch_changed",
-            epoch,
-            1 if lost else None,
-            lost_to if lost else None,
-            previous_epoch=since.epoch,
-            previous_offset=since.offset,
-        )
-        return gap, Position(max(lost_to, 0), epoch)
-    if lost_to >= since.offset + 1:
-        return Gap(room, channel, "retention", epoch, since.offset + 1, lost_to), Position(lost_to, epoch)
-    return None, Position(since.offset, epoch)
+        gaps.append(Gap(room, channel, "epoch_changed", epoch, since.offset + 1, None, previous_epoch=since.epoch))
+        start = 0
+    if lost_to >= start + 1:
+        gaps.append(Gap(room, channel, "retention", epoch, start + 1, lost_to))
+    return gaps, Position(max(lost_to, start), epoch)
 
 
 class Cursor:
@@ -76,14 +68,13 @@ class Cursor:
         return (
             gap.reason == "retention"
             and gap.epoch == self.epoch
-            and gap.from_offset is not None
             and gap.from_offset > self.last + 1
         )
 
     def apply_gap(self, gap: Gap) -> None:
         if gap.reason == "epoch_changed":
             self.epoch = gap.epoch
-            self.last = gap.to_offset or 0
+            self.last = 0
         elif gap.to_offset is not None:
             self.epoch = gap.epoch or self.epoch
             self.last = max(self.last, gap.to_offset)

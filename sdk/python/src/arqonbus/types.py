@@ -82,22 +82,22 @@ class Event:
 
 @dataclass(frozen=True)
 class Gap:
-    """Events the subscriber can never get: surfaced in the subscription's stream and as a state.
+    """Events the subscriber can never get: an item of the subscription's stream and a state.
 
-    reason `retention`: same stream, offsets `from_offset..to_offset` (inclusive) are no longer
-    retained. reason `epoch_changed`: the stream was lost and recreated (`previous_epoch` →
-    `epoch`); everything after `previous_offset` of the old stream is gone, and in the new stream
-    offsets `from_offset..to_offset` were not retained (both None when the new stream lost nothing).
+    reason `retention`: offsets `from_offset..to_offset` (inclusive) of `epoch` are no longer
+    retained (`to_offset` None when unknown). reason `epoch_changed`: the stream was lost and
+    started again as `epoch`; everything from `from_offset` on in `previous_epoch` is gone, and
+    offsets restart at 1 (a `retention` gap follows when the new stream's first events are gone
+    too).
     """
 
     room: str
     channel: str
     reason: str
     epoch: str | None
-    from_offset: int | None
+    from_offset: int
     to_offset: int | None
     previous_epoch: str | None = None
-    previous_offset: int | None = None
 
 
 @dataclass(frozen=True)
