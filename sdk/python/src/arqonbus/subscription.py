@@ -60,7 +60,9 @@ class Subscription:
         self._fill_page = fill_page
         self._since = since
         # reader side
-        self.received: Position | None = None
+        # received position: None until the first reply; the offset alone moves per event
+        self._recv_epoch: str | None = None
+        self._recv_offset: int | None = None
         self.link_generation: int | None = None
         self._queue: deque[Any] = deque()
         self._events_queued = 0
@@ -112,7 +114,8 @@ class Subscription:
         self.end(None)
 
     async def __anext__(self) -> Item:
-        await self.ready
+        if self._cursor is None:
+            await self.ready
         while True:
             if self._ready_items:
                 return self._ready_items.popleft()
@@ -138,7 +141,8 @@ class Subscription:
         cursor = self._cursor
         assert cursor is not None
         if isinstance(item, Event):
-            self._skip_own(cursor)
+            if self._own:
+                self._skip_own(cursor)
             verdict = cursor.classify(item.offset)
             if verdict == Cursor.DUPLICATE:
                 self._head = None
@@ -216,7 +220,9 @@ class Subscription:
             w.set_result(None)
 
     def since_to_send(self) -> Position | None:
-        return self.received if self.received is not None else self._since
+        if self._recv_offset is None:
+            return self._since
+        return Position(self._recv_offset, self._recv_epoch)
 
     def on_reply(self, result: dict[str, Any], since: Position | None, generation: int) -> list[Gap]:
         gaps, position = on_subscribed(self.room, self.channel, since, result)
@@ -224,7 +230,7 @@ class Subscription:
             epoch = position.epoch
             start = since.offset if since is not None else position.offset
             self._cursor = Cursor(epoch, start)
-        self.received = position
+        self._recv_epoch, self._recv_offset = position.epoch, position.offset
         self.link_generation = generation
         if gaps:
             self._queue.extend(gaps)
@@ -234,17 +240,17 @@ class Subscription:
         return gaps
 
     def on_event(self, frame: dict[str, Any], text: str) -> None:
-        received = self.received
+        received = self._recv_offset
         offset = frame.get("offset")
         if received is None or not isinstance(offset, int):
             return
-        if offset <= received.offset:
+        if offset <= received:
             return  # already have it (replay overlap)
         if self._events_queued >= self._queue_size:
             self.overflowed += 1
             self._overflow = True
             return
-        self.received = Position(offset, received.epoch)
+        self._recv_offset = offset
         self._queue.append(Event(frame, text))
         self._events_queued += 1
         if self._waiter is not None:

@@ -15,12 +15,14 @@ class Event:
     whose numbers or escapes must survive byte for byte.
     """
 
-    __slots__ = ("_frame", "_text", "_raw")
+    __slots__ = ("_frame", "_text", "_raw", "offset")
 
     def __init__(self, frame: dict[str, Any], text: str) -> None:
         self._frame = frame
         self._text = text
         self._raw: str | None = None
+        #: Position in the channel's stream (contiguous: 1, 2, 3, …).
+        self.offset: int = frame["offset"]
 
     @property
     def room(self) -> str:
@@ -29,11 +31,6 @@ class Event:
     @property
     def channel(self) -> str:
         return str(self._frame["channel"])
-
-    @property
-    def offset(self) -> int:
-        """Position in the channel's stream (contiguous: 1, 2, 3, …)."""
-        return int(self._frame["offset"])
 
     @property
     def id(self) -> str:
