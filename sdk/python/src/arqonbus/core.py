@@ -18,7 +18,7 @@ from typing import Any, Union
 from websockets.exceptions import ConnectionClosed
 
 from . import rawjson
-from .errors import CLOSED, DISCONNECTED, ArqonBusError
+from .errors import CLOSED, CONNECTION_FAILED, DISCONNECTED, TIMEOUT, ArqonBusError
 from .feed import Feed
 from .link import Link, LinkOptions, open_link
 from .options import Options
@@ -33,6 +33,9 @@ Urls = Union[str, Sequence[str]]
 UrlSource = Union[Urls, Callable[[], Union[Urls, Awaitable[Urls]]]]
 TokenProvider = Callable[[], Union[str, Awaitable[str]]]
 StateCallback = Callable[[StateChange], None]
+
+#: Client-side pacing runs at this fraction of the server's advertised rates.
+PACING_SLACK = 0.97
 
 #: A link that lived at least this long was healthy: the next reconnect starts without delay.
 HEALTHY_LINK_S = 1.0
@@ -63,6 +66,7 @@ class Core:
         self._closing = False
         self._closed_error: ArqonBusError | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._last_connect_error: ArqonBusError | None = None
         self._generation = 0
         self._url_index = 0
         self._subs: dict[tuple[str, str], Subscription] = {}
@@ -118,7 +122,10 @@ class Core:
             raise self._closed_error
         if not self._connected.is_set():
             await self.close()
-            raise ArqonBusError("UNAVAILABLE", f"not connected within {self.options.connect_timeout_s}s")
+            last = self._last_connect_error
+            raise ArqonBusError(
+                TIMEOUT, f"not connected within {self.options.connect_timeout_s}s (last attempt: {last})"
+            )
 
     async def close(self) -> None:
         """Closes the connection (1000) and ends every subscription and pending publish."""
@@ -177,6 +184,7 @@ class Core:
                     self._finish(err)
                     return
                 log.info("connect to %s failed: %s", url, err)
+                self._last_connect_error = err
                 self._url_index += 1
                 delay = max(backoff.next_delay(), (err.retry_after_ms or 0) / 1000.0, 0.05 if first else 0.0)
                 continue
@@ -200,7 +208,7 @@ class Core:
                 source = await source
         urls = [source] if isinstance(source, str) else list(source)
         if not urls:
-            raise ArqonBusError("UNAVAILABLE", "the URL provider gave no URL")
+            raise ArqonBusError(CONNECTION_FAILED, "the URL provider gave no URL")
         return str(urls[self._url_index % len(urls)])
 
     async def _token_now(self) -> str | None:
@@ -217,9 +225,14 @@ class Core:
         limits = link.welcome.limits
         pace = self.options.rate_limit == "wait"
         now = time.monotonic()
-        self._outbox.bucket = TokenBucket(limits.publish_rate_per_s, limits.publish_burst, now) if pace else None
+        # A little slower than the server's buckets, so that clock jitter does not earn a
+        # RATE_LIMITED (whose retry could then land after later publishes).
+        slack = PACING_SLACK
+        self._outbox.bucket = TokenBucket(limits.publish_rate_per_s * slack, limits.publish_burst, now) if pace else None
         cmd_rate, cmd_burst = limits.command_rate_per_s, limits.command_burst
-        self._command_bucket = TokenBucket(cmd_rate, cmd_burst, now) if pace and cmd_rate and cmd_burst else None
+        self._command_bucket = (
+            TokenBucket(cmd_rate * slack, cmd_burst, now) if pace and cmd_rate and cmd_burst else None
+        )
         self._connected.set()
         self._emit(StateChange("connected", url=link.url, welcome=link.welcome))
         tasks = [asyncio.create_task(self._outbox.run(link)), asyncio.create_task(self._resume(link, first))]

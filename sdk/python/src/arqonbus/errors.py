@@ -10,11 +10,15 @@ from typing import Any
 
 #: Codes the SDK raises itself (besides passing the server's through).
 CLOSED = "CLOSED"  # the bus was closed (by the user, or by a fatal handshake refusal)
-DISCONNECTED = "DISCONNECTED"  # the connection dropped while a non-retryable command was in flight
+CONNECTION_FAILED = "CONNECTION_FAILED"  # no welcome from a node (network error, handshake timeout)
+# DISCONNECTED: a non-retryable request lost its connection before the answer, or a publish
+# was never sent before its deadline (then certainly not stored)
+DISCONNECTED = "DISCONNECTED"
 QUEUE_FULL = "QUEUE_FULL"  # the offline publish queue is full (max_pending_publishes)
 UNSUBSCRIBED = "UNSUBSCRIBED"  # the server ended a subscription (channel_deleted, permission_revoked)
 
-#: Publish outcomes that are unknown: retried with the same idempotency key.
+#: A deadline passed; for a publish that was sent, the outcome is unknown (the server sends
+#: it too when Redis did not answer in time). Retry with the same idempotency key.
 TIMEOUT = "TIMEOUT"
 #: Server codes after which a publish is retried with the same key (nothing stored, or unknown).
 RETRYABLE_PUBLISH_CODES = frozenset({"TIMEOUT", "UNAVAILABLE", "INTERNAL"})

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from .errors import ArqonBusError
+from .errors import CONNECTION_FAILED, ArqonBusError
 from .types import Welcome
 
 #: Called with the `reply`/`error` frame answering a request, or None when the link died first.
@@ -90,8 +90,8 @@ def _refusal(exc: InvalidStatus, url: str) -> ArqonBusError:
 async def open_link(url: str, token: str | None, generation: int, opts: LinkOptions) -> Link:
     """Connects, offers `arqonbus.v1`, sends the token as a Bearer header, waits for `welcome`.
 
-    Raises ArqonBusError: UNAUTHORIZED (401), UNAVAILABLE (503, network errors, timeouts),
-    UNSUPPORTED_VERSION (400), each with `status` when the server answered over HTTP.
+    Raises ArqonBusError: UNAUTHORIZED (401), UNAVAILABLE (503), UNSUPPORTED_VERSION (400),
+    each with `status`; CONNECTION_FAILED when no welcome came (network error, timeout).
     """
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
@@ -111,15 +111,15 @@ async def open_link(url: str, token: str | None, generation: int, opts: LinkOpti
     except InvalidStatus as exc:
         raise _refusal(exc, url) from exc
     except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
-        raise ArqonBusError("UNAVAILABLE", f"cannot connect to {url}: {exc!r}") from exc
+        raise ArqonBusError(CONNECTION_FAILED, f"cannot connect to {url}: {exc!r}") from exc
     try:
         first = await asyncio.wait_for(ws.recv(), opts.open_timeout_s)
         frame = json.loads(first)
     except (ConnectionClosed, TimeoutError, asyncio.TimeoutError, ValueError) as exc:
         await ws.close()
-        raise ArqonBusError("UNAVAILABLE", f"no welcome from {url}: {exc!r}") from exc
+        raise ArqonBusError(CONNECTION_FAILED, f"no welcome from {url}: {exc!r}") from exc
     if not (isinstance(frame, dict) and frame.get("type") == "system" and frame.get("event") == "welcome"):
         await ws.close()
-        raise ArqonBusError("INTERNAL", f"first frame from {url} is not a welcome")
+        raise ArqonBusError(CONNECTION_FAILED, f"first frame from {url} is not a welcome")
     payload = frame.get("payload")
     return Link(ws, Welcome.from_payload(payload if isinstance(payload, dict) else {}), url, generation)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Options:
-    #: Longest wait for the first connection in `connect()`; past it: UNAVAILABLE.
+    #: Longest wait for the first connection in `connect()`; past it: TIMEOUT.
     connect_timeout_s: float = 30.0
     #: Longest wait for one handshake + welcome.
     open_timeout_s: float = 10.0

@@ -9,7 +9,7 @@ Policy (documented in the README):
   again; in "raise" mode the caller gets the error;
 - publishes are sent in call order; each has a deadline (`publish_timeout_s`): past it the
   caller gets TIMEOUT (sent at least once: outcome unknown, retry with `idempotency_key`) or
-  UNAVAILABLE (never sent: certainly not stored).
+  DISCONNECTED (never sent: certainly not stored).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import QUEUE_FULL, RETRYABLE_PUBLISH_CODES, ArqonBusError
+from .errors import DISCONNECTED, QUEUE_FULL, RETRYABLE_PUBLISH_CODES, ArqonBusError
 from .link import Link
 from .policy import TokenBucket
 
@@ -61,6 +61,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._seq = 0
         self.bucket: TokenBucket | None = None
+        #: RATE_LIMITED answers waited out so far ("wait" mode).
+        self.rate_limited = 0
 
     @property
     def pending(self) -> int:
@@ -93,7 +95,7 @@ class Outbox:
                 idempotency_key=item.key,
             )
         else:
-            err = ArqonBusError("UNAVAILABLE", f"not sent within {timeout_s}s: not stored", idempotency_key=item.key)
+            err = ArqonBusError(DISCONNECTED, f"not sent within {timeout_s}s: not stored", idempotency_key=item.key)
         item.future.set_exception(err)
 
     def _settle(self, item: PendingPublish, result: Any = None, error: ArqonBusError | None = None) -> None:
@@ -133,7 +135,12 @@ class Outbox:
                 if self.bucket is not None:
                     wait = self.bucket.take(time.monotonic())
                     if wait > 0:
+                        refusals = self.rate_limited
                         await asyncio.sleep(wait)
+                        if refusals != self.rate_limited:
+                            # A refused publish was put back meanwhile: it goes first.
+                            self.requeue([item])
+                            continue
                 rid = self._next_id()
                 link.expect(rid, functools.partial(self._answer, item, loop=loop))
                 item.sent = True
@@ -159,9 +166,12 @@ class Outbox:
         err = ArqonBusError.from_body(frame.get("error"))
         delay_s = (err.retry_after_ms or 0) / 1000.0
         if err.code == "RATE_LIMITED" and not self.raise_rate_limited:
+            self.rate_limited += 1
             if self.bucket is not None:
                 self.bucket.pause(delay_s, time.monotonic())
-            loop.call_later(delay_s if self.bucket is None else 0.0, self.requeue, [item])
+                self.requeue([item])
+            else:
+                loop.call_later(delay_s, self.requeue, [item])
         elif err.code in RETRYABLE_PUBLISH_CODES:
             loop.call_later(max(delay_s, 0.2), self.requeue, [item])
         else:
