@@ -201,11 +201,7 @@ class Bus(Core):
 
     async def presence(self, room: str, channel: str, *, cursor: str | None = None, limit: int | None = None) -> PresencePage:
         """One page of the channel's presence; follow `next_cursor` for the rest."""
-        args: dict[str, Any] = {"room": room, "channel": channel}
-        if cursor is not None:
-            args["cursor"] = cursor
-        if limit is not None:
-            args["limit"] = limit
+        args = _page_args({"room": room, "channel": channel}, cursor, limit)
         result, _ = await self._call("presence", args)
         result = result if isinstance(result, dict) else {}
         clients = [
@@ -247,11 +243,7 @@ class Bus(Core):
         return dict(result) if isinstance(result, dict) else {}
 
     async def list_channels(self, room: str, *, cursor: str | None = None, limit: int | None = None) -> ChannelPage:
-        args: dict[str, Any] = {"room": room}
-        if cursor is not None:
-            args["cursor"] = cursor
-        if limit is not None:
-            args["limit"] = limit
+        args = _page_args({"room": room}, cursor, limit)
         result, _ = await self._call("list_channels", args)
         result = result if isinstance(result, dict) else {}
         nxt = result.get("next_cursor")
@@ -290,6 +282,15 @@ class Bus(Core):
         """Any command by name, for what this API does not wrap; returns its `result`."""
         result, _ = await self._call(name, args, retry=retry)
         return result
+
+
+def _page_args(args: dict[str, Any], cursor: str | None, limit: int | None) -> dict[str, Any]:
+    """Adds the paging arguments of `presence` and `list_channels` when given."""
+    if cursor is not None:
+        args["cursor"] = cursor
+    if limit is not None:
+        args["limit"] = limit
+    return args
 
 
 def _payload_text(payload: Any, raw_payload: str | None) -> str:

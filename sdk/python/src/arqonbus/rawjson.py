@@ -24,30 +24,8 @@ def _skip_ws(text: str, idx: int) -> int:
 
 def object_fields(text: str, start: int = 0) -> dict[str, tuple[int, int]]:
     """Spans `(start, end)` of each top-level value of the JSON object that begins at `start`."""
-    idx = _skip_ws(text, start)
-    if text[idx : idx + 1] != "{":
-        raise ValueError("not a JSON object")
-    spans: dict[str, tuple[int, int]] = {}
-    idx = _skip_ws(text, idx + 1)
-    if text[idx : idx + 1] == "}":
-        return spans
-    while True:
-        if text[idx : idx + 1] != '"':
-            raise ValueError(f"expected a key at {idx}")
-        key, idx = _scanstring(text, idx + 1)
-        idx = _skip_ws(text, idx)
-        if text[idx : idx + 1] != ":":
-            raise ValueError(f"expected ':' at {idx}")
-        idx = _skip_ws(text, idx + 1)
-        _, end = _decoder.raw_decode(text, idx)
-        spans[key] = (idx, end)
-        idx = _skip_ws(text, end)
-        sep = text[idx : idx + 1]
-        if sep == "}":
-            return spans
-        if sep != ",":
-            raise ValueError(f"expected ',' or '}}' at {idx}")
-        idx = _skip_ws(text, idx + 1)
+    spans, _ = _walk(text, start, None)
+    return spans
 
 
 def locate(text: str, path: tuple[str, ...]) -> int | None:
@@ -56,33 +34,42 @@ def locate(text: str, path: tuple[str, ...]) -> int | None:
     Values beside the path are skipped; the ones on it are not parsed, so finding the events
     array of a large `history` reply costs one pass over its small neighbours only.
     """
-    idx = 0
+    idx: int | None = 0
     for key in path:
-        found = _find_key(text, idx, key)
-        if found is None:
+        if idx is None or text[_skip_ws(text, idx) : _skip_ws(text, idx) + 1] != "{":
             return None
-        idx = found
+        _, idx = _walk(text, idx, key)
     return idx
 
 
-def _find_key(text: str, start: int, wanted: str) -> int | None:
+def _walk(text: str, start: int, wanted: str | None) -> tuple[dict[str, tuple[int, int]], int | None]:
+    """Walks the object at `start`: the spans of its values, or where `wanted`'s value begins."""
     idx = _skip_ws(text, start)
     if text[idx : idx + 1] != "{":
-        return None
+        raise ValueError("not a JSON object")
+    spans: dict[str, tuple[int, int]] = {}
     idx = _skip_ws(text, idx + 1)
-    while text[idx : idx + 1] == '"':
+    if text[idx : idx + 1] == "}":
+        return spans, None
+    while True:
+        if text[idx : idx + 1] != '"':
+            raise ValueError(f"expected a key at {idx}")
         key, idx = _scanstring(text, idx + 1)
         idx = _skip_ws(text, idx)
         if text[idx : idx + 1] != ":":
             raise ValueError(f"expected ':' at {idx}")
         idx = _skip_ws(text, idx + 1)
         if key == wanted:
-            return idx
+            return spans, idx
         _, end = _decoder.raw_decode(text, idx)
+        spans[key] = (idx, end)
         idx = _skip_ws(text, end)
-        if text[idx : idx + 1] == ",":
-            idx = _skip_ws(text, idx + 1)
-    return None
+        sep = text[idx : idx + 1]
+        if sep == "}":
+            return spans, None
+        if sep != ",":
+            raise ValueError(f"expected ',' or '}}' at {idx}")
+        idx = _skip_ws(text, idx + 1)
 
 
 def field_text(text: str, key: str) -> str | None:
