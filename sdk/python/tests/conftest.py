@@ -1,4 +1,4 @@
-"""Fixtures: the arqonbus binary (ARQONBUS_BIN, else built), nodes, Redis, helpers."""
+"""Fixtures: the arqonbus binary (ARQONBUS_BIN, else built), nodes, Redis, waiting tools."""
 
 from __future__ import annotations
 

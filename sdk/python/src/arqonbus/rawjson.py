@@ -1,7 +1,7 @@
 """Exact JSON text of a frame's fields, without a second JSON library.
 
 The server passes payloads through as they were published. Once parsed into Python, big
-integers survive but `1.0`, escapes like `\\u00e9` and key layout may not: these helpers give
+integers survive but `1.0`, escapes like `\\u00e9` and key layout may not: these functions give
 the exact text of a value as it was received, and build frames around a payload text as given.
 """
 
