@@ -250,3 +250,24 @@ async def test_echo_off_skips_own_events_without_refetching(node: Node, room: st
         await other.publish(room, "e", "theirs-4")
         [next_item] = await take(sub, 1)
         assert next_item.offset == 4
+
+
+async def test_s09_url_provider_is_asked_before_every_attempt(node: Node, room: str) -> None:
+    proxy = await Proxy(node.port).start()
+    asked = 0
+
+    async def urls() -> list[str]:
+        nonlocal asked
+        asked += 1
+        return [proxy.url]
+
+    try:
+        async with arqonbus.connect(urls, **FAST) as bus:
+            sub = await bus.subscribe(room, "c")
+            await bus.publish(room, "c", 1)
+            proxy.cut()
+            await bus.publish(room, "c", 2)
+            assert offsets(await take(sub, 2)) == [1, 2]
+        assert asked >= 2
+    finally:
+        await proxy.stop()
