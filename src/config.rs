@@ -11,6 +11,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod hardening;
+pub mod net;
+
+pub use hardening::FRAME_OVERHEAD;
+
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "arqonbus.toml";
 
@@ -100,6 +105,19 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// `reconnect_after_ms` in `draining` frames is spread over 0..this.
     pub drain_jitter_ms: u64,
+    /// Browser origins allowed to open a WebSocket (`scheme://host[:port]`, `*` for one host
+    /// label, or `["*"]` for any). Empty: only same-origin requests and clients without `Origin`.
+    pub allowed_origins: Vec<String>,
+    /// Addresses (IP or CIDR) of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Longest wait for a request's headers, and for the next request on an idle keep-alive
+    /// connection; past it the connection is closed.
+    pub header_timeout_ms: u64,
+    /// Longest wait for a request body (`POST /v1/publish`); past it: 408.
+    pub body_timeout_ms: u64,
+    /// TCP connections that are not (yet) WebSockets — HTTP requests, handshakes in progress,
+    /// idle keep-alive — held at once; more are closed at accept.
+    pub max_pending_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +129,11 @@ impl Default for ServerConfig {
             drain_delay_ms: 0,
             shutdown_grace_ms: 10_000,
             drain_jitter_ms: 5_000,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_pending_connections: 1024,
         }
     }
 }
@@ -129,12 +152,29 @@ pub struct LimitsConfig {
     pub max_subscriptions: usize,
     /// Frames queued to one client before it is closed with 4008.
     pub outbound_queue: usize,
+    /// Bytes queued to one client (events, replays, replies, system frames) before it is closed
+    /// with 4008.
+    pub outbound_queue_bytes: usize,
+    /// Largest reply the server builds (history, presence and channel lists are cut to fit).
+    pub max_reply_bytes: usize,
+    /// A socket that accepts no bytes for this long is closed at once (ms).
+    pub write_timeout_ms: u64,
+    /// Command token bucket refill per connection.
+    pub command_rate_per_s: u32,
+    /// Command token bucket size per connection.
+    pub command_burst: u32,
+    /// WebSocket connections per authenticated user on this node (0 = no limit).
+    pub max_connections_per_user: usize,
+    /// WebSocket handshakes per client IP and second (0 = no limit); burst twice this.
+    pub connect_rate_per_ip: u32,
     /// Seconds between server pings; silence for twice this closes the connection.
     pub heartbeat_s: u64,
     /// Protocol violations in a row before close 1008.
     pub max_violations: u32,
     /// Node-wide token bucket refill for `POST /v1/publish`.
     pub http_publish_rate_per_s: u32,
+    /// Node-wide token bucket refill for `GET /v1/history`.
+    pub http_history_rate_per_s: u32,
 }
 
 impl Default for LimitsConfig {
@@ -145,9 +185,17 @@ impl Default for LimitsConfig {
             publish_burst: 100,
             max_subscriptions: 256,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1 << 20,
+            max_reply_bytes: 1 << 20,
+            write_timeout_ms: 10_000,
+            command_rate_per_s: 100,
+            command_burst: 200,
+            max_connections_per_user: 100,
+            connect_rate_per_ip: 0,
             heartbeat_s: 25,
             max_violations: 10,
             http_publish_rate_per_s: 1000,
+            http_history_rate_per_s: 1000,
         }
     }
 }
@@ -168,6 +216,13 @@ pub struct ChannelsConfig {
     pub replay_page: usize,
     /// Live events buffered per subscription while its gap replays.
     pub replay_buffer: usize,
+    /// Channels one room may hold (every backplane).
+    pub max_channels_per_room: usize,
+    /// Channels this node may hold (memory backplane).
+    pub max_channels: usize,
+    /// Bytes of history and idempotency results this node may hold (memory backplane); past it
+    /// publishes are refused with LIMIT_EXCEEDED until retention frees room.
+    pub memory_max_bytes: usize,
 }
 
 impl Default for ChannelsConfig {
@@ -179,6 +234,9 @@ impl Default for ChannelsConfig {
             dedupe_window_s: 300,
             replay_page: 256,
             replay_buffer: 10_000,
+            max_channels_per_room: 10_000,
+            max_channels: 100_000,
+            memory_max_bytes: 512 << 20,
         }
     }
 }
@@ -404,6 +462,7 @@ impl Config {
             return bad("channels.replay_buffer", "must be at least 1");
         }
         self.validate_backplane()?;
+        self.validate_hardening()?;
         if self.auth.kind == AuthKind::Jwt {
             match &self.auth.jwt_secret {
                 None => return bad("auth.jwt_secret", "is required when auth.kind = \"jwt\""),

@@ -160,6 +160,34 @@ fn cases() -> Vec<Case> {
         bad_id("id empty", ping(json!({"id": ""}))),
         bad_id("id 200 chars", ping(json!({"id": "i".repeat(200)}))),
         case("id 128 chars accepted", ping(json!({"id": id128})), Expect::Reply(id128)),
+        // Step 2b: a key named twice, anywhere in the envelope (not inside payload).
+        field("type named twice", r#"{"type":"event","type":"command","id":"h","command":"ping"}"#, "type"),
+        field(
+            "room named twice",
+            r#"{"type":"event","id":"h","room":"r","room":"s","channel":"c","payload":1}"#,
+            "room",
+        ),
+        bad_id("id named twice", r#"{"type":"command","id":"h","id":"g","command":"ping"}"#),
+        field(
+            "args key named twice",
+            r#"{"type":"command","id":"h","command":"history","args":{"room":"r","room":"s","channel":"c"}}"#,
+            "args",
+        ),
+        field(
+            "nested args key named twice",
+            r#"{"type":"command","id":"h","command":"subscribe","args":{"room":"r","channel":"c","since":{"offset":1,"offset":2}}}"#,
+            "args",
+        ),
+        field(
+            "metadata key named twice",
+            r#"{"type":"event","id":"h","room":"r","channel":"c","payload":1,"metadata":{"k":"a","k":"b"}}"#,
+            "metadata",
+        ),
+        field("to key named twice", r#"{"type":"private","id":"h","to":{"user":"a","user":"b"},"payload":1}"#, "to"),
+        good(
+            "payload is the publisher's own and passes through as sent",
+            r#"{"type":"event","id":"h","room":"r","channel":"c","payload":{"a":1,"a":2}}"#,
+        ),
         // Step 3: version.
         field("version number", ping(json!({"version": 1})), "version"),
         unsupported("version 2.0", "2.0"),

@@ -129,7 +129,10 @@ async fn concurrent_publishers_give_every_subscriber_one_contiguous_sequence() {
     const PUBLISHERS: u64 = 4;
     const EACH: u64 = 2000;
     let mut cfg = config();
+    // The subscribers read only once everything is published: room for all of it.
     cfg.limits.outbound_queue = 16_384;
+    cfg.limits.outbound_queue_bytes = 16 << 20;
+    cfg.limits.max_reply_bytes = 1 << 20;
     let node = start(cfg).await;
     let mut subs = Vec::new();
     for _ in 0..3 {

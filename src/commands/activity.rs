@@ -91,13 +91,14 @@ async fn publish_payload(node: &Node, payload: &Value) {
     let target = ChannelKey::new("_sys", "activity");
     let id = message_id();
     let timestamp = timestamp_now();
+    let payload = crate::protocol::raw(payload.to_string());
     let template = event_template(&EventFields {
         id: &id,
         key: &target,
         from: &node.id,
         user: None,
         timestamp: &timestamp,
-        payload,
+        payload: &payload,
         metadata: None,
     });
     let request = PublishRequest {

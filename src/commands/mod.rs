@@ -200,7 +200,6 @@ impl Session {
         let l = &node.config.limits;
         let limiter = RateLimiter::direct(quota(l.publish_rate_per_s, l.publish_burst));
         node.router.register(&conn);
-        metrics().connections.inc();
         let error_activity = RateLimiter::direct(quota(ERROR_ACTIVITY_PER_S, ERROR_ACTIVITY_PER_S * 2));
         let s = Self { node, conn, identity, limiter, error_activity, violations: 0 };
         s.activity(Activity::Connected, None).await;
@@ -247,7 +246,7 @@ impl Session {
             Ok(outcome) => {
                 self.violations = 0;
                 if let (Some(id), Outcome::Reply(r)) = (request_id, outcome) {
-                    self.conn.send(reply_frame(&id, &r)).await;
+                    self.conn.deliver(reply_frame(&id, &r));
                 }
                 Flow::Continue
             }
@@ -283,7 +282,7 @@ impl Session {
         let code = r.error.code;
         metrics().errors.with_label_values(&[code.as_str()]).inc();
         tracing::debug!(client_id = %self.conn.client_id, error = code.as_str(), "frame refused");
-        self.conn.send(error_frame(r.request_id.as_deref(), &r.error)).await;
+        self.conn.deliver(error_frame(r.request_id.as_deref(), &r.error));
         let mut flow = Flow::Continue;
         if code.is_violation() {
             self.violations += 1;
@@ -316,7 +315,6 @@ impl Session {
         for (key, sub) in self.node.router.unregister(&self.conn) {
             unsubscribe::release(&self, &key, &sub).await;
         }
-        metrics().connections.dec();
         self.activity(Activity::Disconnected, None).await;
     }
 

@@ -36,7 +36,7 @@ pub async fn publish_event(node: &Node, origin: &Origin<'_>, ev: EventFrame) -> 
         user: origin.user,
         timestamp: &timestamp,
         payload: &ev.payload,
-        metadata: ev.metadata.as_ref(),
+        metadata: ev.metadata.as_ref().map(|m| m.raw()),
     });
     let request = PublishRequest {
         key: ev.key.clone(),
@@ -72,8 +72,14 @@ pub async fn private(s: &mut Session, p: PrivateFrame) -> Result<Outcome, ErrorB
     }
     s.take_publish_token()?;
     let id = super::publish::message_id();
-    let frame =
-        private_frame(&id, &s.conn.client_id, s.identity.user.as_deref(), &p.to, &p.payload, p.metadata.as_ref());
+    let frame = private_frame(
+        &id,
+        &s.conn.client_id,
+        s.identity.user.as_deref(),
+        &p.to,
+        &p.payload,
+        p.metadata.as_ref().map(|m| m.raw()),
+    );
     let delivered = s.node.backplane.send_private(&p.to, &frame).await.map_err(|e| backplane_error(e, None))?;
     if delivered == 0 {
         return Err(ErrorBody::new(ErrorCode::NotConnected, "no connected recipient"));

@@ -37,7 +37,7 @@ pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> 
     let mut revoked = Vec::new();
     for key in s.conn.subscriptions().into_iter().filter(|k| !identity.permissions.can_subscribe(k)) {
         let Some(sub) = s.node.router.unsubscribe(&s.conn, &key) else { continue };
-        s.conn.send(unsubscribed_frame(&key, "permission_revoked")).await;
+        s.conn.deliver(unsubscribed_frame(&key, "permission_revoked"));
         unsubscribe::release(s, &key, &sub).await;
         revoked.push(key);
     }

@@ -92,7 +92,7 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
     if presence {
         join(s, &key).await;
     }
-    s.conn.send(reply_frame(request_id, &reply)).await;
+    s.conn.deliver(reply_frame(request_id, &reply));
     replay(s, &key, start, pos.top).await;
     node.router.go_live(&sub, pos.top);
     s.activity(Activity::Subscribed, Some(&key)).await;

@@ -1,42 +1,24 @@
 //! Client frames: strict parsing and validation, in the documented order.
 //!
-//! Order: JSON → `id` → `version` → `type` → allowed fields → field values. Each step produces
-//! the error code the contract names; `Rejection::request_id` carries the client's `id` when
-//! it could be read so that the error answers the right request.
+//! Order: JSON (nesting, an object) → `id` → duplicate keys → `version` → `type` → allowed
+//! fields → field values. Each step produces the error code the contract names;
+//! `Rejection::request_id` carries the client's `id` when it could be read so that the error
+//! answers the right request. `payload` and `metadata` are kept as the exact text the client sent.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::codes::{ErrorBody, ErrorCode};
+use super::json::{strict, JsonError, Members};
 use super::names::ChannelKey;
+
+#[cfg(test)]
+use super::json::MAX_DEPTH;
 
 /// Metadata limits (§2).
 const MAX_METADATA_KEYS: usize = 16;
 const MAX_METADATA_BYTES: usize = 4096;
 const MAX_ID_CHARS: usize = 128;
-/// Deepest nesting of a client frame (the frame object is level 1). Server frames wrap a
-/// payload a few levels deeper (a history reply adds four), so this keeps every frame the
-/// server sends parseable by JSON libraries with the common 128-level limit.
-pub const MAX_DEPTH: usize = 64;
-
-/// Parses JSON text into a value no deeper than [`MAX_DEPTH`].
-fn parse_json(text: &str) -> Result<Value, ErrorBody> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| ErrorBody::new(ErrorCode::InvalidJson, invalid_json_message(&e)))?;
-    if depth_exceeds(&value, MAX_DEPTH) {
-        return Err(ErrorBody::new(ErrorCode::InvalidJson, format!("JSON nested deeper than {MAX_DEPTH} levels")));
-    }
-    Ok(value)
-}
-
-/// Whether `v` is nested deeper than `max` levels (scalars are level 0, an object 1).
-fn depth_exceeds(v: &Value, max: usize) -> bool {
-    let children: Box<dyn Iterator<Item = &Value>> = match v {
-        Value::Array(a) => Box::new(a.iter()),
-        Value::Object(o) => Box::new(o.values()),
-        _ => return false,
-    };
-    max == 0 || children.into_iter().any(|c| depth_exceeds(c, max - 1))
-}
 
 /// A frame the server refused, with the request id it answers (if known).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +32,7 @@ pub struct Rejection {
 }
 
 /// A validated client frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum ClientFrame {
     /// `type: event` — a publish.
     Event(EventFrame),
@@ -60,17 +42,42 @@ pub enum ClientFrame {
     Command(CommandFrame),
 }
 
+/// Validated `metadata`: an object of at most 16 strings and 4 KiB, kept as sent.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    raw: Box<RawValue>,
+    entries: Vec<(String, String)>,
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get()
+    }
+}
+
+impl Metadata {
+    /// The exact JSON text the client sent.
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+
+    /// The value of one key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 /// A publish request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EventFrame {
     /// Request id; with it the client gets an ack.
     pub id: Option<String>,
     /// Where to publish.
     pub key: ChannelKey,
-    /// Any JSON.
-    pub payload: Value,
+    /// Any JSON, exactly as sent.
+    pub payload: Box<RawValue>,
     /// Validated metadata.
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Metadata>,
     /// Dedupe key.
     pub idempotency_key: Option<String>,
 }
@@ -85,20 +92,20 @@ pub enum Target {
 }
 
 /// A private message request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PrivateFrame {
     /// Request id; with it the client gets a reply.
     pub id: Option<String>,
     /// Who receives it.
     pub to: Target,
-    /// Any JSON.
-    pub payload: Value,
+    /// Any JSON, exactly as sent.
+    pub payload: Box<RawValue>,
     /// Validated metadata.
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Metadata>,
 }
 
 /// A command request; `args` are validated by the command itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CommandFrame {
     /// Request id (required).
     pub id: String,
@@ -107,34 +114,61 @@ pub struct CommandFrame {
     /// Arguments (empty when absent).
     pub args: Map<String, Value>,
     /// Validated metadata (trace context).
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Metadata>,
 }
 
 const EVENT_FIELDS: &[&str] = &["version", "type", "id", "room", "channel", "payload", "metadata", "idempotency_key"];
 const PRIVATE_FIELDS: &[&str] = &["version", "type", "id", "to", "payload", "metadata"];
 const COMMAND_FIELDS: &[&str] = &["version", "type", "id", "command", "args", "metadata"];
+const HTTP_PUBLISH_FIELDS: &[&str] = &["room", "channel", "payload", "metadata", "idempotency_key"];
+
+/// The members of a frame, read field by field.
+struct Fields<'a>(Members<'a>);
+
+impl<'a> Fields<'a> {
+    fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.get(key)
+    }
+
+    /// A field parsed as a plain value (scalars and short strings: no duplicate keys possible
+    /// that matter, but read strictly all the same).
+    fn value(&self, key: &str) -> Result<Option<Value>, ErrorBody> {
+        self.raw(key).map(|r| strict(r).map_err(|e| ErrorBody::field(key, format!("{key}: {e}")))).transpose()
+    }
+
+    fn unknown(&self, allowed: &[&str]) -> Option<&str> {
+        self.0 .0.iter().map(|(k, _)| k.as_str()).find(|k| !allowed.contains(k))
+    }
+}
+
+fn invalid_json(e: &JsonError) -> ErrorBody {
+    let msg = match e {
+        JsonError::NotObject => "a frame must be a JSON object".to_owned(),
+        other => other.to_string(),
+    };
+    ErrorBody::new(ErrorCode::InvalidJson, msg)
+}
 
 /// Parses one text frame into a validated client frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Rejection> {
-    let value = parse_json(text).map_err(|error| Rejection { request_id: None, frame_type: None, error })?;
-    let Value::Object(mut obj) = value else {
-        return Err(Rejection {
-            request_id: None,
-            frame_type: None,
-            error: ErrorBody::new(ErrorCode::InvalidJson, "a frame must be a JSON object"),
-        });
-    };
-    let id = match obj.remove("id") {
-        None => None,
-        Some(v) => {
-            Some(bounded_string(v, "id").map_err(|error| Rejection { request_id: None, frame_type: None, error })?)
-        }
-    };
+    let members =
+        Members::parse(text).map_err(|e| Rejection { request_id: None, frame_type: None, error: invalid_json(&e) })?;
+    let fields = Fields(members);
+    let id = fields
+        .value("id")
+        .and_then(|v| v.map(|v| bounded_string(v, "id")).transpose())
+        .map_err(|error| Rejection { request_id: None, frame_type: None, error })?;
     let reject = |error: ErrorBody| Rejection { request_id: id.clone(), frame_type: None, error };
-    check_version(obj.get("version")).map_err(reject)?;
-    let kind = match obj.get("type") {
+    if let Some(dup) = fields.0.duplicate() {
+        let key: String = dup.chars().take(64).collect();
+        let request_id = if dup == "id" { None } else { id.clone() };
+        let error = ErrorBody::field(key.clone(), format!("duplicate key {key:?}"));
+        return Err(Rejection { request_id, frame_type: None, error });
+    }
+    check_version(fields.value("version").map_err(reject)?.as_ref()).map_err(reject)?;
+    let kind = match fields.value("type").map_err(reject)? {
         None => return Err(reject(ErrorBody::field("type", "type is required"))),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s,
         Some(_) => return Err(reject(ErrorBody::field("type", "type must be a string"))),
     };
     let (frame_type, allowed) = match kind.as_str() {
@@ -147,25 +181,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Rejection> {
         }
     };
     let reject = |error: ErrorBody| Rejection { request_id: id.clone(), frame_type: Some(frame_type), error };
-    if let Some(field) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+    if let Some(field) = fields.unknown(allowed) {
         let msg = format!("field {:?} is not allowed on a {kind} frame", truncate(field));
         return Err(reject(ErrorBody::field(truncate(field), msg)));
     }
-    let metadata = obj.remove("metadata").map(validate_metadata).transpose().map_err(reject)?;
-    match kind.as_str() {
-        "event" => parse_event(obj, id.clone(), metadata).map(ClientFrame::Event),
-        "private" => parse_private(obj, id.clone(), metadata).map(ClientFrame::Private),
-        _ => parse_command(obj, id.clone(), metadata).map(ClientFrame::Command),
+    let metadata = fields.raw("metadata").map(validate_metadata).transpose().map_err(reject)?;
+    match frame_type {
+        "event" => parse_event(&fields, id.clone(), metadata).map(ClientFrame::Event),
+        "private" => parse_private(&fields, id.clone(), metadata).map(ClientFrame::Private),
+        _ => parse_command(&fields, id.clone(), metadata).map(ClientFrame::Command),
     }
     .map_err(reject)
-}
-
-fn invalid_json_message(e: &serde_json::Error) -> String {
-    if e.to_string().contains("recursion limit") {
-        format!("JSON nested deeper than {MAX_DEPTH} levels")
-    } else {
-        format!("not valid JSON: {e}")
-    }
 }
 
 fn truncate(s: &str) -> String {
@@ -201,44 +227,53 @@ fn bounded_string(v: Value, field: &str) -> Result<String, ErrorBody> {
     }
 }
 
-fn validate_metadata(v: Value) -> Result<Map<String, Value>, ErrorBody> {
-    let Value::Object(map) = v else {
-        return Err(ErrorBody::field("metadata", "metadata must be an object of strings"));
+fn validate_metadata(raw: &RawValue) -> Result<Metadata, ErrorBody> {
+    let not_strings = || ErrorBody::field("metadata", "metadata must be an object of strings");
+    let map = match strict(raw) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(not_strings()),
+        Err(e) => return Err(ErrorBody::field("metadata", format!("metadata: {e}"))),
     };
     if map.len() > MAX_METADATA_KEYS {
         return Err(ErrorBody::field("metadata", format!("metadata may have at most {MAX_METADATA_KEYS} keys")));
     }
     let mut bytes = 0;
-    for (k, v) in &map {
-        let Value::String(s) = v else {
-            return Err(ErrorBody::field("metadata", "metadata values must be strings"));
-        };
+    let mut entries = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let Value::String(s) = v else { return Err(not_strings()) };
         bytes += k.len() + s.len();
+        entries.push((k, s));
     }
     if bytes > MAX_METADATA_BYTES {
         return Err(ErrorBody::field("metadata", format!("metadata may hold at most {MAX_METADATA_BYTES} bytes")));
     }
-    Ok(map)
+    Ok(Metadata { raw: raw.to_owned(), entries })
 }
 
 /// Parses the body of `POST /v1/publish`: an event without `type`, `id` or `version`.
 pub fn parse_http_publish(text: &str) -> Result<EventFrame, ErrorBody> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| ErrorBody::new(ErrorCode::InvalidJson, invalid_json_message(&e)))?;
-    let Value::Object(mut obj) = value else {
-        return Err(ErrorBody::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
-    };
-    const ALLOWED: &[&str] = &["room", "channel", "payload", "metadata", "idempotency_key"];
-    if let Some(field) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+    let members = Members::parse(text).map_err(|e| match e {
+        JsonError::NotObject => ErrorBody::new(ErrorCode::InvalidJson, "the body must be a JSON object"),
+        other => invalid_json(&other),
+    })?;
+    let fields = Fields(members);
+    if let Some(dup) = fields.0.duplicate() {
+        return Err(ErrorBody::field(truncate(dup), format!("duplicate key {:?}", truncate(dup))));
+    }
+    if let Some(field) = fields.unknown(HTTP_PUBLISH_FIELDS) {
         return Err(ErrorBody::field(truncate(field), format!("field {:?} is not allowed", truncate(field))));
     }
-    let metadata = obj.remove("metadata").map(validate_metadata).transpose()?;
-    parse_event(obj, None, metadata)
+    let metadata = fields.raw("metadata").map(validate_metadata).transpose()?;
+    parse_event(&fields, None, metadata)
 }
 
 /// Reads a required room or channel name.
 pub(crate) fn take_name(obj: &mut Map<String, Value>, field: &'static str) -> Result<String, ErrorBody> {
-    match obj.remove(field) {
+    name_value(obj.remove(field), field)
+}
+
+fn name_value(v: Option<Value>, field: &'static str) -> Result<String, ErrorBody> {
+    match v {
         None => Err(ErrorBody::field(field, format!("{field} is required"))),
         Some(Value::String(s)) => {
             super::names::validate_name(&s).map_err(|e| ErrorBody::field(field, format!("{field} {e}")))?;
@@ -248,29 +283,25 @@ pub(crate) fn take_name(obj: &mut Map<String, Value>, field: &'static str) -> Re
     }
 }
 
-fn take_payload(obj: &mut Map<String, Value>) -> Result<Value, ErrorBody> {
-    obj.remove("payload").ok_or_else(|| ErrorBody::field("payload", "payload is required"))
+fn payload(fields: &Fields<'_>) -> Result<Box<RawValue>, ErrorBody> {
+    fields.raw("payload").map(RawValue::to_owned).ok_or_else(|| ErrorBody::field("payload", "payload is required"))
 }
 
-fn parse_event(
-    mut obj: Map<String, Value>,
-    id: Option<String>,
-    metadata: Option<Map<String, Value>>,
-) -> Result<EventFrame, ErrorBody> {
-    let room = take_name(&mut obj, "room")?;
-    let channel = take_name(&mut obj, "channel")?;
-    let payload = take_payload(&mut obj)?;
-    let idempotency_key = obj.remove("idempotency_key").map(|v| bounded_string(v, "idempotency_key")).transpose()?;
+fn parse_event(fields: &Fields<'_>, id: Option<String>, metadata: Option<Metadata>) -> Result<EventFrame, ErrorBody> {
+    let room = name_value(fields.value("room")?, "room")?;
+    let channel = name_value(fields.value("channel")?, "channel")?;
+    let payload = payload(fields)?;
+    let idempotency_key = fields.value("idempotency_key")?.map(|v| bounded_string(v, "idempotency_key")).transpose()?;
     Ok(EventFrame { id, key: ChannelKey::new(&room, &channel), payload, metadata, idempotency_key })
 }
 
 fn parse_private(
-    mut obj: Map<String, Value>,
+    fields: &Fields<'_>,
     id: Option<String>,
-    metadata: Option<Map<String, Value>>,
+    metadata: Option<Metadata>,
 ) -> Result<PrivateFrame, ErrorBody> {
     let bad = || ErrorBody::field("to", "to must be {\"client\":\"<client_id>\"} or {\"user\":\"<user id>\"}");
-    let to = match obj.remove("to") {
+    let to = match fields.value("to")? {
         Some(Value::Object(to)) if to.len() == 1 => match to.into_iter().next() {
             Some((k, Value::String(s))) if !s.is_empty() && s.len() <= 256 && k == "client" => Target::Client(s),
             Some((k, Value::String(s))) if !s.is_empty() && s.len() <= 256 && k == "user" => Target::User(s),
@@ -279,22 +310,22 @@ fn parse_private(
         None => return Err(ErrorBody::field("to", "to is required")),
         _ => return Err(bad()),
     };
-    let payload = take_payload(&mut obj)?;
+    let payload = payload(fields)?;
     Ok(PrivateFrame { id, to, payload, metadata })
 }
 
 fn parse_command(
-    mut obj: Map<String, Value>,
+    fields: &Fields<'_>,
     id: Option<String>,
-    metadata: Option<Map<String, Value>>,
+    metadata: Option<Metadata>,
 ) -> Result<CommandFrame, ErrorBody> {
     let id = id.ok_or_else(|| ErrorBody::field("id", "id is required on a command"))?;
-    let command = match obj.remove("command") {
+    let command = match fields.value("command")? {
         Some(Value::String(s)) => s,
         None => return Err(ErrorBody::field("command", "command is required")),
         Some(_) => return Err(ErrorBody::field("command", "command must be a string")),
     };
-    let args = match obj.remove("args") {
+    let args = match fields.value("args")? {
         None => Map::new(),
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ErrorBody::field("args", "args must be an object")),

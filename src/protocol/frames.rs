@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::codes::ErrorBody;
 use super::envelope::Target;
@@ -79,10 +79,10 @@ pub struct EventFields<'a> {
     pub user: Option<&'a str>,
     /// Server timestamp.
     pub timestamp: &'a str,
-    /// The payload.
-    pub payload: &'a Value,
-    /// Optional metadata.
-    pub metadata: Option<&'a Map<String, Value>>,
+    /// The payload, exactly as the publisher sent it.
+    pub payload: &'a RawValue,
+    /// Optional metadata, exactly as sent.
+    pub metadata: Option<&'a RawValue>,
 }
 
 /// Builds the template of a delivered `event` frame.
@@ -98,10 +98,10 @@ pub fn event_template(f: &EventFields<'_>) -> EventTemplate {
         to_json(f.from),
         to_json(&f.user),
         to_json(f.timestamp),
-        to_json(f.payload)
+        f.payload.get()
     );
     if let Some(m) = f.metadata {
-        let _ = write!(tail, r#","metadata":{}"#, to_json(m));
+        let _ = write!(tail, r#","metadata":{}"#, m.get());
     }
     tail.push('}');
     EventTemplate { head, tail }
@@ -116,9 +116,9 @@ struct PrivateOut<'a> {
     user: Option<&'a str>,
     timestamp: &'a str,
     to: Value,
-    payload: &'a Value,
+    payload: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Map<String, Value>>,
+    metadata: Option<&'a RawValue>,
 }
 
 /// Builds a delivered `private` frame.
@@ -127,8 +127,8 @@ pub fn private_frame(
     from: &str,
     user: Option<&str>,
     to: &Target,
-    payload: &Value,
-    metadata: Option<&Map<String, Value>>,
+    payload: &RawValue,
+    metadata: Option<&RawValue>,
 ) -> Frame {
     let to = match to {
         Target::Client(c) => serde_json::json!({ "client": c }),
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn event_renders_valid_json_with_offset() {
         let key = ChannelKey::new("science", "explore");
-        let payload = serde_json::json!({"x": "\"quoted\""});
+        let payload = raw(r#"{"x": "\"quoted\"", "n": 12345678901234567890123456789}"#.to_owned());
         let t = event_template(&EventFields {
             id: "arq_1",
             key: &key,
@@ -232,6 +232,7 @@ mod tests {
         assert_eq!(v["offset"], 42);
         assert_eq!(v["room"], "science");
         assert_eq!(v["payload"]["x"], "\"quoted\"");
+        assert!(t.render(42).as_str().contains(r#""payload":{"x": "\"quoted\"", "n": 12345678901234567890123456789}"#));
         assert_eq!(v["user"], Value::Null);
         assert!(v.get("metadata").is_none());
     }

@@ -1,5 +1,12 @@
 //! One connection as routing sees it: an outbox (a bounded queue of frames), its
 //! subscriptions, and a way to ask the transport to close it with a code.
+//!
+//! Everything queued to a client — live events, replayed events, replies, errors, system and
+//! private frames, and live events held while a gap replays — draws on one byte budget
+//! (`limits.outbound_queue_bytes`). Bytes are returned when the writer has handed them to the
+//! socket. A frame that would exceed the budget is not queued: the connection is closed with 4008
+//! (slow consumer) and the client resumes with `since`. A shared frame counts at its full length
+//! for every connection it is queued to.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +17,15 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::{close, ChannelKey, Frame};
 use crate::telemetry::metrics;
 
+/// A connection's limits: frames and bytes queued at most.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Frames queued at most.
+    pub frames: usize,
+    /// Bytes queued at most.
+    pub bytes: usize,
+}
+
 /// A connection's handle, shared by the router, the session and the transport.
 pub struct ConnHandle {
     /// `c_` + 32 hex.
@@ -17,7 +33,9 @@ pub struct ConnHandle {
     /// Authenticated user.
     pub user: Option<Arc<str>>,
     tx: mpsc::Sender<Frame>,
-    capacity: usize,
+    limits: OutboxLimits,
+    /// Bytes taken from the budget: queued, held for a replay, or being written.
+    queued: AtomicUsize,
     closing: CancellationToken,
     close_code: AtomicU16,
     drained: Notify,
@@ -28,13 +46,18 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// A handle and the receiving end of its outbox (for the transport's writer).
-    pub fn new(client_id: Arc<str>, user: Option<Arc<str>>, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn new(
+        client_id: Arc<str>,
+        user: Option<Arc<str>>,
+        limits: OutboxLimits,
+    ) -> (Arc<Self>, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(limits.frames);
         let handle = Self {
             client_id,
             user,
             tx,
-            capacity,
+            limits,
+            queued: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             close_code: AtomicU16::new(0),
             drained: Notify::new(),
@@ -44,38 +67,75 @@ impl ConnHandle {
         (Arc::new(handle), rx)
     }
 
-    /// Queues a live frame without waiting. A full queue means a slow consumer: the
-    /// connection is closed with 4008 (it resumes with `since`), and `false` is returned.
-    pub fn deliver(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(close::SLOW_CONSUMER) {
-                    metrics().slow_consumers.inc();
-                    tracing::warn!(client_id = %self.client_id, "slow consumer: outbound queue full, closing with 4008");
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+    /// Takes `n` bytes from the budget; over it, the connection is closed with 4008 and `false`
+    /// is returned.
+    pub fn reserve(&self, n: usize) -> bool {
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.limits.bytes {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.slow_consumer("outbound byte budget exceeded");
+            return false;
+        }
+        metrics().outbound_queued_bytes.add(n as i64);
+        true
+    }
+
+    /// Gives `n` bytes back to the budget (written, or dropped unsent).
+    pub fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        metrics().outbound_queued_bytes.sub(n as i64);
+    }
+
+    /// Bytes taken from the budget now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn slow_consumer(&self, why: &str) {
+        if self.close(close::SLOW_CONSUMER) {
+            metrics().slow_consumers.inc();
+            tracing::warn!(client_id = %self.client_id, why, "slow consumer: closing with 4008");
         }
     }
 
-    /// Queues a frame, waiting for room (replies and errors; the reader task waits).
-    pub async fn send(&self, frame: Frame) -> bool {
-        self.tx.send(frame).await.is_ok()
+    /// Queues a frame without waiting. Over the frame or byte budget the connection is closed
+    /// with 4008 (it resumes with `since`) and `false` is returned.
+    pub fn deliver(&self, frame: Frame) -> bool {
+        self.reserve(frame.len()) && self.push_reserved(frame)
     }
 
-    /// Queues a replayed frame once at least half of the queue is free, so replay never
-    /// crowds out live traffic into a 4008.
+    /// Queues a frame whose bytes were already reserved; gives them back when it cannot.
+    pub fn push_reserved(&self, frame: Frame) -> bool {
+        let n = frame.len();
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.release(n);
+                self.slow_consumer("outbound queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.release(n);
+                false
+            }
+        }
+    }
+
+    fn has_room_for_replay(&self) -> bool {
+        self.tx.capacity() > self.limits.frames / 2 && self.queued_bytes() <= self.limits.bytes / 2
+    }
+
+    /// Queues a replayed frame once at least half of the budget (frames and bytes) is free, so
+    /// replay never crowds out live traffic into a 4008. False when the connection closed.
     pub async fn send_paced(&self, frame: Frame) -> bool {
-        if self.tx.capacity() <= self.capacity / 2 {
+        if !self.has_room_for_replay() {
             // While the queue is over half full the writer has batches to flush, and each flush
             // notifies: registering before the check below means no wake-up is missed.
             self.pacing.fetch_add(1, Ordering::SeqCst);
             let closed = loop {
                 let wait = self.drained.notified();
-                if self.tx.capacity() > self.capacity / 2 || self.closing.is_cancelled() {
-                    break false;
+                if self.has_room_for_replay() || self.closing.is_cancelled() {
+                    break self.closing.is_cancelled();
                 }
                 tokio::select! {
                     _ = wait => {}
@@ -87,11 +147,12 @@ impl ConnHandle {
                 return false;
             }
         }
-        self.send(frame).await
+        self.deliver(frame)
     }
 
-    /// Called by the writer after it flushed a batch.
-    pub fn notify_drained(&self) {
+    /// Called by the writer after it handed `bytes` to the socket.
+    pub fn written(&self, bytes: usize) {
+        self.release(bytes);
         if self.pacing.load(Ordering::SeqCst) > 0 {
             self.drained.notify_waiters();
         }

@@ -17,11 +17,12 @@ use crate::backplane::{GoneReason, Inbound, LiveEvent};
 use crate::protocol::{close, unsubscribed_frame, ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
-pub use conn::ConnHandle;
+pub use conn::{ConnHandle, OutboxLimits};
 
 const SHARDS: usize = 64;
 
-/// Live frames held for a subscription while its gap is replayed.
+/// Live frames held for a subscription while its gap is replayed; their bytes are taken from
+/// the connection's budget while held.
 struct ReplayBuffer {
     frames: Vec<(Option<u64>, Frame)>,
     limit: usize,
@@ -45,8 +46,12 @@ impl Sub {
             let mut guard = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(buf) = guard.as_mut() {
                 if buf.frames.len() >= buf.limit {
-                    self.conn.close(close::SLOW_CONSUMER);
-                    metrics().slow_consumers.inc();
+                    if self.conn.close(close::SLOW_CONSUMER) {
+                        metrics().slow_consumers.inc();
+                    }
+                    return false;
+                }
+                if !self.conn.reserve(frame.len()) {
                     return false;
                 }
                 buf.frames.push((offset, frame.clone()));
@@ -54,6 +59,16 @@ impl Sub {
             }
         }
         self.conn.deliver(frame.clone())
+    }
+}
+
+impl Drop for Sub {
+    /// Held frames that were never queued give their bytes back.
+    fn drop(&mut self) {
+        let buf = self.buffer.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        for (_, frame) in buf.map(|b| b.frames).unwrap_or_default() {
+            self.conn.release(frame.len());
+        }
     }
 }
 
@@ -163,8 +178,10 @@ impl Router {
         let held = guard.take().map(|b| b.frames).unwrap_or_default();
         let mut ok = true;
         for (offset, frame) in held {
-            if offset.is_none_or(|o| o > after) {
-                ok &= sub.conn.deliver(frame);
+            if ok && offset.is_none_or(|o| o > after) {
+                ok = sub.conn.push_reserved(frame);
+            } else {
+                sub.conn.release(frame.len());
             }
         }
         sub.buffering.store(false, Ordering::Release);

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub gap_repaired: IntCounter,
     /// Local subscriptions ended by the backplane, by `reason` (`history_lost`, `channel_deleted`).
     pub backplane_gone: IntCounterVec,
+    /// Connections dropped because their socket accepted no bytes for `limits.write_timeout_ms`.
+    pub write_timeouts: IntCounter,
+    /// Bytes queued to clients and not yet written to their sockets (every connection's budget use).
+    pub outbound_queued_bytes: IntGauge,
 }
 
 // Names and labels are constants: construction cannot fail at run time (a test covers it).
@@ -74,8 +78,18 @@ fn build() -> Metrics {
             "Channels whose local subscriptions the backplane ended, by reason",
             "reason",
         ),
+        write_timeouts: counter(
+            "write_timeouts_total",
+            "Connections dropped because their socket accepted no bytes for the write timeout",
+        ),
+        outbound_queued_bytes: gauge(
+            "outbound_queued_bytes",
+            "Bytes queued to clients (events, replays, replies) and not yet written to their sockets",
+        ),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        Box::new(m.write_timeouts.clone()),
+        Box::new(m.outbound_queued_bytes.clone()),
         Box::new(m.gap_repaired.clone()),
         Box::new(m.backplane_gone.clone()),
         Box::new(m.connections.clone()),

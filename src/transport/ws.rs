@@ -1,9 +1,12 @@
 //! The WebSocket handshake and the two tasks of a connection: a reader that feeds frames to
 //! the session, and a writer that drains the outbox in batches, pings, and closes.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
@@ -13,12 +16,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{refuse, Admission, Shared};
 use crate::auth::{AuthError, Identity};
 use crate::commands::{Flow, Session};
 use crate::protocol::{close, system_frame, ErrorCode, Frame, PROTOCOL_VERSION};
-use crate::routing::ConnHandle;
+use crate::routing::{ConnHandle, OutboxLimits};
 use crate::telemetry::metrics;
 
 /// The subprotocol of protocol v1.
@@ -28,8 +32,13 @@ const SUBPROTOCOL: &str = "arqonbus.v1";
 const READ_BUFFER: usize = 1024;
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 256;
-/// Longest wait to flush queued frames before a close.
+/// Bytes written per flush at most (plus one frame): the write timeout applies per flush, so a
+/// batch small enough that a live peer always finishes it in time.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Longest wait to flush queued frames before a close (at most the write timeout).
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// Longest wait for the peer to answer our close frame (at most the write timeout).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// `?token=` for browsers, which cannot set headers.
 #[derive(Deserialize)]
@@ -108,11 +117,14 @@ impl<T: axum::response::IntoResponse> IntoResponseCompat for T {
 }
 
 async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admission) {
+    // Counted from the upgrade until the socket is gone, like the admission slot.
+    metrics().connections.inc();
     let node = st.node.clone();
     let client_id = format!("c_{}", uuid::Uuid::new_v4().simple());
     let user = identity.user.clone().map(Into::into);
-    let (conn, rx) = ConnHandle::new(client_id.into(), user, node.config.limits.outbound_queue);
     let l = &node.config.limits;
+    let limits = OutboxLimits { frames: l.outbound_queue, bytes: l.outbound_queue_bytes };
+    let (conn, rx) = ConnHandle::new(client_id.into(), user, limits);
     let welcome = system_frame(
         "welcome",
         None,
@@ -122,24 +134,29 @@ async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admis
             "limits": {
                 "max_frame_bytes": l.max_frame_bytes, "publish_rate_per_s": l.publish_rate_per_s,
                 "publish_burst": l.publish_burst, "max_subscriptions": l.max_subscriptions,
+                "command_rate_per_s": l.command_rate_per_s, "command_burst": l.command_burst,
+                "outbound_queue_bytes": l.outbound_queue_bytes, "max_reply_bytes": l.max_reply_bytes,
             },
         }),
     );
-    conn.send(welcome).await;
-    let heartbeat = Duration::from_secs(l.heartbeat_s);
-    let jitter = node.config.server.drain_jitter_ms;
+    conn.deliver(welcome);
+    let timing = Timing {
+        heartbeat: Duration::from_secs(l.heartbeat_s),
+        write: Duration::from_millis(l.write_timeout_ms),
+        jitter_ms: node.config.server.drain_jitter_ms,
+    };
     let (sink, stream) = socket.split();
-    let writer = st.tracker.spawn(write_loop(sink, rx, conn.clone(), st.drain.clone(), heartbeat, jitter));
+    let writer = st.tracker.spawn(write_loop(sink, rx, conn.clone(), st.drain.clone(), timing));
     let session = Session::open(node, conn.clone(), identity).await;
     tracing::debug!(client_id = %conn.client_id, "connected");
-    let (session, mut stream, peer_closed) = read_loop(stream, session, heartbeat).await;
+    let (session, mut stream, peer_closed) = read_loop(stream, session, timing.heartbeat).await;
     session.close().await;
     conn.close(close::NORMAL);
-    let _ = writer.await;
-    if !peer_closed {
+    let clean = writer.await.unwrap_or(false);
+    if clean && !peer_closed {
         // Our close frame is out: read until the peer answers it (bounded), so the socket is not
         // dropped with unread data (a TCP reset would make the peer lose the close frame).
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = tokio::time::timeout(timing.write.min(CLOSE_WAIT), async {
             while let Some(Ok(m)) = stream.next().await {
                 if matches!(m, Message::Close(_)) {
                     break;
@@ -148,7 +165,18 @@ async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admis
         })
         .await;
     }
+    drop(stream);
+    metrics().connections.dec();
     drop(admission);
+}
+
+/// The timers of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    heartbeat: Duration,
+    /// A socket that accepts no bytes for this long is dropped.
+    write: Duration,
+    jitter_ms: u64,
 }
 
 fn unix_deadline(expires_at: Option<i64>) -> Option<Instant> {
@@ -156,19 +184,52 @@ fn unix_deadline(expires_at: Option<i64>) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(secs.max(0) as u64))
 }
 
-/// Reads until the connection ends; returns the stream and whether the peer ended it.
+/// A frame being handled: it owns the session and gives it back with what to do next.
+type Handling = Pin<Box<dyn Future<Output = (Session, Flow)> + Send>>;
+
+/// Starts handling one text frame. Boxed: command futures are large, and keeping them inline
+/// would make every idle connection's task as big as the biggest command.
+fn handle(mut session: Session, text: Utf8Bytes) -> Handling {
+    Box::pin(async move {
+        let flow = session.handle_text(text.as_str()).await;
+        (session, flow)
+    })
+}
+
+/// The session: waiting for a frame, or handling one. One per connection, so the size difference
+/// costs nothing a `Box` would save.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Idle(Session),
+    Busy(Handling),
+}
+
+/// Waits for the frame being handled, if any.
+async fn handled(slot: &mut Slot) -> (Session, Flow) {
+    match slot {
+        Slot::Busy(h) => h.await,
+        Slot::Idle(_) => std::future::pending().await,
+    }
+}
+
+/// Reads until the connection ends; returns the session, the stream and whether the peer ended
+/// it. Frames are handled one at a time, but the heartbeat and token-expiry timers and the
+/// close signal are watched while a frame is handled (a replay waiting for a slow reader, a
+/// backplane call), and the socket keeps being read (pongs) until one more frame waits.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
-    mut session: Session,
+    session: Session,
     heartbeat: Duration,
 ) -> (Session, SplitStream<WebSocket>, bool) {
     let conn = session.conn.clone();
+    let mut expiry = unix_deadline(session.expires_at());
+    let mut slot = Slot::Idle(session);
+    let mut waiting: Option<Utf8Bytes> = None;
     let mut peer_closed = false;
     let idle = sleep(heartbeat * 2);
     let closed = conn.closing().clone().cancelled_owned();
     tokio::pin!(idle, closed);
     loop {
-        let expiry = unix_deadline(session.expires_at());
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         tokio::select! {
             biased;
@@ -182,7 +243,19 @@ async fn read_loop(
                 conn.close(close::TOKEN_EXPIRED);
                 break;
             }
-            msg = stream.next() => {
+            (session, flow) = handled(&mut slot) => {
+                expiry = unix_deadline(session.expires_at());
+                if let Flow::Close(code) = flow {
+                    slot = Slot::Idle(session);
+                    conn.close(code);
+                    break;
+                }
+                slot = match waiting.take() {
+                    Some(text) => Slot::Busy(handle(session, text)),
+                    None => Slot::Idle(session),
+                };
+            }
+            msg = stream.next(), if waiting.is_none() => {
                 idle.as_mut().reset(Instant::now() + heartbeat * 2);
                 match msg {
                     None | Some(Ok(Message::Close(_))) => {
@@ -190,12 +263,13 @@ async fn read_loop(
                         break;
                     }
                     Some(Ok(Message::Text(text))) => {
-                        // Boxed: the command futures are large, and keeping them inline would make
-                        // every idle connection's task as big as the biggest command.
-                        if let Flow::Close(code) = Box::pin(session.handle_text(text.as_str())).await {
-                            conn.close(code);
-                            break;
-                        }
+                        slot = match slot {
+                            Slot::Idle(session) => Slot::Busy(handle(session, text)),
+                            busy => {
+                                waiting = Some(text);
+                                busy
+                            }
+                        };
                     }
                     Some(Ok(Message::Binary(_))) => {
                         conn.close(close::UNSUPPORTED_DATA);
@@ -215,9 +289,13 @@ async fn read_loop(
             }
         }
     }
+    // A frame still being handled sees the close (replays and waits stop on it) and ends soon.
+    let session = match slot {
+        Slot::Idle(s) => s,
+        Slot::Busy(h) => h.await.0,
+    };
     (session, stream, peer_closed)
 }
-
 /// The close code for a read error, if the peer is still there to receive one.
 fn read_error_code(e: axum::Error) -> Option<u16> {
     use tokio_tungstenite::tungstenite::Error as WsError;
@@ -246,72 +324,168 @@ fn close_reason(code: u16) -> &'static str {
 }
 
 type Sink = SplitSink<WebSocket, Message>;
+type Closed = WaitForCancellationFutureOwned;
 
+/// How a write ended.
+enum Wrote {
+    /// Every byte is with the socket.
+    Done,
+    /// The connection is closing: stop writing frames.
+    Closing,
+    /// The socket accepted nothing for the write timeout.
+    Stalled,
+    /// The socket failed.
+    Failed,
+}
+
+/// Runs one write with the write deadline, giving up early when the connection closes.
+async fn guarded(
+    write: impl Future<Output = Result<(), axum::Error>>,
+    closed: Pin<&mut Closed>,
+    limit: Duration,
+) -> Wrote {
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout(limit, write) => match r {
+            Ok(Ok(())) => Wrote::Done,
+            Ok(Err(_)) => Wrote::Failed,
+            Err(_) => Wrote::Stalled,
+        },
+        _ = closed => Wrote::Closing,
+    }
+}
+
+/// The writer: drains the outbox, pings, sends `draining`, and closes. Returns whether the close
+/// frame went out (the peer may then answer it); every byte it took or left in the outbox goes
+/// back to the connection's budget.
 async fn write_loop(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
-    conn: std::sync::Arc<ConnHandle>,
-    drain: tokio_util::sync::CancellationToken,
-    heartbeat: Duration,
-    jitter_ms: u64,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    conn: Arc<ConnHandle>,
+    drain: CancellationToken,
+    timing: Timing,
+) -> bool {
+    let clean = write_frames(&mut sink, &mut rx, &conn, drain, timing).await;
+    rx.close();
+    while let Ok(f) = rx.try_recv() {
+        conn.release(f.len());
+    }
+    clean
+}
+
+async fn write_frames(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    conn: &ConnHandle,
+    drain: CancellationToken,
+    t: Timing,
+) -> bool {
+    let mut ping = tokio::time::interval_at(Instant::now() + t.heartbeat, t.heartbeat);
     // Created once: a cancellation future registers with its token (the drain token is shared by
     // every connection), so making new ones on every wake-up would contend on one lock.
     let closed = conn.closing().clone().cancelled_owned();
     let draining = drain.cancelled_owned();
     tokio::pin!(closed, draining);
     let code = loop {
-        tokio::select! {
+        let wrote = tokio::select! {
             biased;
             _ = &mut closed => break conn.close_code().unwrap_or(close::NORMAL),
             _ = &mut draining => {
-                let after = uuid::Uuid::new_v4().as_u128() % (u128::from(jitter_ms) + 1);
+                let after = uuid::Uuid::new_v4().as_u128() % (u128::from(t.jitter_ms) + 1);
                 let frame = system_frame("draining", None, &json!({ "reconnect_after_ms": after as u64 }));
-                let _ = flush_pending(&mut sink, &mut rx).await;
-                let _ = sink.send(Message::Text(frame)).await;
+                let mut taken = 0;
+                let wrote = guarded(flush_then(sink, rx, Some(frame), &mut taken), closed.as_mut(), t.write).await;
+                conn.written(taken);
                 conn.close(close::SERVICE_RESTART);
-                break close::SERVICE_RESTART;
+                match wrote {
+                    Wrote::Done | Wrote::Closing => break close::SERVICE_RESTART,
+                    other => other,
+                }
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { break close::NORMAL };
-                if write_batch(&mut sink, &mut rx, frame).await.is_err() {
-                    conn.close(close::NORMAL);
-                    return;
-                }
-                conn.notify_drained();
+                let mut taken = 0;
+                let wrote = guarded(write_batch(sink, rx, frame, &mut taken), closed.as_mut(), t.write).await;
+                conn.written(taken);
+                wrote
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    conn.close(close::NORMAL);
-                    return;
-                }
+            _ = ping.tick() => guarded(sink.send(Message::Ping(Default::default())), closed.as_mut(), t.write).await,
+        };
+        match wrote {
+            Wrote::Done => {}
+            Wrote::Closing => break conn.close_code().unwrap_or(close::NORMAL),
+            Wrote::Stalled => return stalled(conn),
+            Wrote::Failed => {
+                conn.close(close::NORMAL);
+                return false;
             }
         }
     };
-    if code != close::SLOW_CONSUMER {
-        let _ = tokio::time::timeout(CLOSE_FLUSH, flush_pending(&mut sink, &mut rx)).await;
-    }
     if code != close::NORMAL {
         metrics().closes.with_label_values(&[&code.to_string()]).inc();
     }
+    let limit = t.write.min(CLOSE_FLUSH);
+    if code != close::SLOW_CONSUMER && code != close::SERVICE_RESTART {
+        let mut taken = 0;
+        let flushed = tokio::time::timeout(limit, flush_then(sink, rx, None, &mut taken)).await;
+        conn.written(taken);
+        if flushed.is_err() {
+            return stalled(conn);
+        }
+    }
     let frame = CloseFrame { code, reason: close_reason(code).into() };
-    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
+    matches!(tokio::time::timeout(limit, sink.send(Message::Close(Some(frame)))).await, Ok(Ok(())))
 }
 
-async fn write_batch(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>, first: Frame) -> Result<(), axum::Error> {
+/// The socket took no bytes for the write timeout: the connection is dropped at once, without a
+/// close frame (there is no room to send one).
+fn stalled(conn: &ConnHandle) -> bool {
+    metrics().write_timeouts.inc();
+    if conn.close(close::SLOW_CONSUMER) {
+        metrics().slow_consumers.inc();
+    }
+    tracing::info!(client_id = %conn.client_id, "socket accepts no bytes: closing at once");
+    false
+}
+
+/// Writes `first` and what else is queued (at most [`WRITE_BATCH`] frames or about
+/// [`WRITE_BATCH_BYTES`]), then flushes. `taken` counts the bytes taken from the queue, whatever
+/// happens to the write.
+async fn write_batch(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    first: Frame,
+    taken: &mut usize,
+) -> Result<(), axum::Error> {
+    *taken += first.len();
     sink.feed(Message::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
+        if *taken >= WRITE_BATCH_BYTES {
+            break;
+        }
         match rx.try_recv() {
-            Ok(f) => sink.feed(Message::Text(f)).await?,
+            Ok(f) => {
+                *taken += f.len();
+                sink.feed(Message::Text(f)).await?;
+            }
             Err(_) => break,
         }
     }
     sink.flush().await
 }
 
-async fn flush_pending(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Result<(), axum::Error> {
+/// Writes everything queued, then `last` if given, and flushes.
+async fn flush_then(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    last: Option<Frame>,
+    taken: &mut usize,
+) -> Result<(), axum::Error> {
     while let Ok(f) = rx.try_recv() {
+        *taken += f.len();
+        sink.feed(Message::Text(f)).await?;
+    }
+    if let Some(f) = last {
         sink.feed(Message::Text(f)).await?;
     }
     sink.flush().await

@@ -178,6 +178,19 @@ impl Client {
         }
     }
 
+    /// The next frame as the exact text the server sent (nothing may be pending). Panics on close.
+    pub async fn recv_text(&mut self) -> String {
+        assert!(self.pending.is_empty(), "frames already parsed: {:?}", self.pending);
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
+            match msg {
+                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => panic!("closed while a frame was expected"),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// The next frame (pending ones first). Panics on close.
     pub async fn recv(&mut self) -> Value {
         if let Some(v) = self.pending.pop_front() {
@@ -304,3 +317,36 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// A WebSocket client that never reads, with a tiny receive buffer, so that the server's writes
+/// to it block almost at once (a stalled reader).
+pub async fn stalled_client(addr: SocketAddr) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = sock.connect(addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(ws_url(addr), MaybeTlsStream::Plain(stream)).await.expect("upgrade");
+    ws
+}
+
+/// Sends a text frame on a raw socket.
+pub async fn send_raw(ws: &mut Ws, text: String) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// The value of one series of `/metrics` (e.g. `arqonbus_closes_total{code="4008"}`); 0 when absent.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[], "").await;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Polls `/metrics` (for up to `within`) until `series` satisfies `pred`; returns its last value.
+pub async fn metric_until(addr: SocketAddr, series: &str, within: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = metric(addr, series).await;
+        if pred(v) || tokio::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
