@@ -141,3 +141,19 @@ async def test_connect_to_nothing_times_out_with_the_last_error() -> None:
     bus = arqonbus.connect(f"ws://127.0.0.1:{free_port()}/ws", connect_timeout_s=0.5, reconnect_initial_s=0.05)
     err = await expect_code("TIMEOUT", bus.start())
     assert "CONNECTION_FAILED" in err.message
+
+
+async def test_s07_command_rate_limited_needs_issue7_server(node: Node) -> None:
+    async with arqonbus.connect(node.url, rate_limit="raise") as bus:
+        assert bus.welcome is not None
+        limits = bus.welcome.limits
+        assert limits.command_rate_per_s and limits.command_burst
+        assert limits.outbound_queue_bytes and limits.max_reply_bytes
+        burst = limits.command_burst
+        results = await asyncio.gather(*(bus.ping() for _ in range(burst + 50)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert errors and all(isinstance(e, arqonbus.ArqonBusError) and e.code == "RATE_LIMITED" for e in errors)
+        assert all(e.retry_after_ms and e.retry_after_ms >= 1 for e in errors if isinstance(e, arqonbus.ArqonBusError))
+    async with arqonbus.connect(node.url) as paced:  # "wait" mode: paced under the bucket, all answered
+        pongs = await asyncio.gather(*(paced.ping() for _ in range(burst + 50)))
+        assert all(p["pong"] is True for p in pongs)
