@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 Item = Union[Event, Gap, PresenceChange]
 
+#: Own acked offsets remembered per `echo=False` subscription ahead of its consumer.
+MAX_OWN_OFFSETS = 100_000
+
 
 class _End:
     __slots__ = ("error",)
@@ -262,6 +265,8 @@ class Subscription:
 
     def own_ack(self, offset: int) -> None:
         if not self.echo and self._cursor is not None and offset > self._cursor.last:
+            if len(self._own) >= MAX_OWN_OFFSETS:
+                self._own.clear()  # bounded: a forgotten own event is read back from history and delivered
             self._own.add(offset)
 
     def end(self, error: ArqonBusError | None) -> None:
