@@ -345,7 +345,12 @@ impl Config {
     ///
     /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed("ARQONBUS_").split("__").ignore(&["config"]))
+        check_env_names(std::env::vars().map(|(k, _)| k))?;
+        // Only `ARQONBUS_<SECTION>__<KEY>` is configuration; other `ARQONBUS_*` variables
+        // (`ARQONBUS_CONFIG`, the load generator's `ARQONBUS_BENCH_*`, a harness's
+        // `ARQONBUS_BIN`) are not read as settings.
+        let env = Env::prefixed("ARQONBUS_").split("__").filter(|k| k.as_str().contains('.'));
+        Self::load_from(file, env)
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
@@ -492,6 +497,29 @@ impl Config {
     }
 }
 
+/// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
+pub const SECTIONS: [&str; 7] = ["server", "limits", "channels", "backplane", "auth", "http", "log"];
+
+/// Refuses `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by a single
+/// underscore is a mistyped setting, not a variable of another tool.
+fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    for name in names {
+        let Some(rest) = name.strip_prefix("ARQONBUS_") else { continue };
+        let lower = rest.to_ascii_lowercase();
+        if lower.contains("__") {
+            continue;
+        }
+        if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
+            let key = &rest[section.len() + 1..];
+            return Err(ConfigError::Load(format!(
+                "{name}: nested keys take a double underscore: ARQONBUS_{}__{key}",
+                section.to_ascii_uppercase()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Figment errors can be chained; show each with the key path and the source.
 fn flatten(e: figment::Error) -> String {
     e.into_iter()
@@ -512,6 +540,31 @@ fn flatten(e: figment::Error) -> String {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_name_every_part_of_the_configuration() {
+        let v = toml::Value::try_from(Config::default()).unwrap();
+        let mut names: Vec<&str> = v.as_table().unwrap().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut want = SECTIONS.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn other_arqonbus_variables_are_not_settings_but_mistyped_ones_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_BIN", "/usr/local/bin/arqonbus");
+            jail.set_env("ARQONBUS_BENCH_URL", "ws://127.0.0.1:8080/ws");
+            jail.set_env("ARQONBUS_LIMITS__HEARTBEAT_S", "7");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.heartbeat_s, 7);
+            jail.set_env("ARQONBUS_LIMITS_HEARTBEAT_S", "9");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("ARQONBUS_LIMITS__HEARTBEAT_S"), "{e}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_are_valid() {
