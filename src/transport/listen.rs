@@ -34,6 +34,9 @@ pub struct ListenLimits {
     pub max_pending: usize,
 }
 
+/// Largest buffer for one request's head (request line and headers, a token included).
+pub const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// Longest wait for open HTTP connections to finish after the listener stops.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -68,7 +71,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ListenLimits, sto
                 async move { app.call(req.map(Body::new)).await }
             });
             let mut builder = http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(READ_BUFFER_MAX)
+                .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {

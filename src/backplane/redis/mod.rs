@@ -255,7 +255,9 @@ impl RedisBackplane {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = 1 << 16;
+                // Live messages waiting for the live task: bounded (16,384 × the largest frame);
+                // a live task that falls further behind repairs from the streams.
+                p.broadcast_channel_capacity = 1 << 14;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
             .clone();
