@@ -51,7 +51,7 @@ impl Sub {
                     }
                     return false;
                 }
-                if !self.conn.reserve(frame.len()) {
+                if !self.conn.hold(frame.len()) {
                     return false;
                 }
                 buf.frames.push((offset, frame.clone()));
@@ -67,6 +67,7 @@ impl Drop for Sub {
     fn drop(&mut self) {
         let buf = self.buffer.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         for (_, frame) in buf.map(|b| b.frames).unwrap_or_default() {
+            self.conn.unhold(frame.len());
             self.conn.release(frame.len());
         }
     }
@@ -178,6 +179,7 @@ impl Router {
         let held = guard.take().map(|b| b.frames).unwrap_or_default();
         let mut ok = true;
         for (offset, frame) in held {
+            sub.conn.unhold(frame.len());
             if ok && offset.is_none_or(|o| o > after) {
                 ok = sub.conn.push_reserved(frame);
             } else {
