@@ -1,0 +1,67 @@
+// Shared scenario S10: SIGTERM drains a node; the SDK receives `draining`, waits
+// `reconnect_after_ms`, reconnects to another URL and resumes without loss or duplicate.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { connect } from '../dist/index.js';
+import { ArqonNode, deadline, sleep, startRedis, uniqueRoom } from './harness.mjs';
+
+test('S10 draining: reconnect after reconnect_after_ms to another node, nothing lost or doubled', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const env = {
+    ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '100000',
+    ARQONBUS_LIMITS__PUBLISH_BURST: '100000',
+    ARQONBUS_SERVER__DRAIN_JITTER_MS: '400',
+    ...redis.nodeEnv(),
+  };
+  const [a, b] = await Promise.all([new ArqonNode({ env, name: 'node-a' }).start(), new ArqonNode({ env, name: 'node-b' }).start()]);
+  t.after(() => Promise.all([a.stop(), b.stop()]));
+  const room = uniqueRoom();
+  const N = 400;
+  const sub = connect([a.wsUrl, b.wsUrl]);
+  const pub = connect(b.wsUrl);
+  t.after(() => Promise.all([sub.close(), pub.close()]));
+  const log = [];
+  sub.on('draining', (d) => log.push({ at: Date.now(), what: 'draining', ms: d.reconnectAfterMs }));
+  sub.on('disconnected', (d) => log.push({ at: Date.now(), what: 'disconnected', code: d.code }));
+  sub.on('connecting', (d) => log.push({ at: Date.now(), what: 'connecting', url: d.url }));
+  sub.on('resumed', () => log.push({ at: Date.now(), what: 'resumed' }));
+  const s = sub.subscribe(room, 'c');
+  await s.ready;
+  assert.equal(sub.node, 'node-a');
+
+  const publishing = (async () => {
+    for (let i = 1; i <= N; i++) {
+      await pub.publish(room, 'c', { n: i });
+      if (i % 10 === 0) await sleep(5);
+    }
+  })();
+  const offsets = [];
+  let stopping;
+  await deadline(
+    (async () => {
+      for await (const d of s) {
+        assert.equal(d.type, 'event', JSON.stringify(d));
+        offsets.push(d.offset);
+        if (offsets.length === 100) stopping = a.stop('SIGTERM');
+        if (offsets.length === N) break;
+      }
+    })(),
+    60_000,
+    `${N} events (got ${offsets.length})`,
+  );
+  await publishing;
+  await stopping;
+  assert.deepEqual(
+    offsets,
+    Array.from({ length: N }, (_, i) => i + 1),
+  );
+  const drain = log.find((l) => l.what === 'draining');
+  assert.ok(drain, `draining received: ${JSON.stringify(log)}`);
+  assert.ok(drain.ms >= 0 && drain.ms <= 400);
+  const reconnect = log.find((l) => l.what === 'connecting' && l.at >= drain.at);
+  assert.equal(reconnect.url, b.wsUrl, 'reconnected to the other node');
+  assert.ok(reconnect.at - drain.at >= drain.ms - 5, `waited reconnect_after_ms: ${JSON.stringify(log)}`);
+  assert.ok(log.some((l) => l.what === 'resumed' && l.at >= drain.at));
+  assert.equal(sub.node, 'node-b');
+});
