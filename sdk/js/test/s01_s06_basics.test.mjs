@@ -2,9 +2,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { ArqonBusError, connect } from '../dist/index.js';
-import { deadline, startNode, take, uniqueRoom, waitFor } from './harness.mjs';
+import { deadline, jwtEnv, startNode, take, token, uniqueRoom, waitFor } from './harness.mjs';
 
 let node;
+let jwtNode;
 const buses = [];
 const open = (opts) => {
   const bus = connect(node.wsUrl, opts);
@@ -16,10 +17,11 @@ before(async () => {
   node = await startNode({
     env: { ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '100000', ARQONBUS_LIMITS__PUBLISH_BURST: '100000' },
   });
+  jwtNode = await startNode({ env: jwtEnv });
 });
 after(async () => {
   await Promise.all(buses.map((b) => b.close()));
-  await node.stop();
+  await Promise.all([node.stop(), jwtNode.stop()]);
 });
 
 test('S01 connect: welcome received, clientId, node and limits exposed', async () => {
@@ -186,4 +188,25 @@ test('S06 private: to a client id arrives; an absent target is NOT_CONNECTED', a
     alice.sendPrivate({ client: 'c_00000000000000000000000000000000' }, 'anyone?'),
     (err) => err instanceof ArqonBusError && err.code === 'NOT_CONNECTED',
   );
+});
+
+test('S06 private: to a user (JWT node) reaches every connection of that user', async () => {
+  const bus = (user) => {
+    const b = connect(jwtNode.wsUrl, { token: token(user) });
+    buses.push(b);
+    return b;
+  };
+  const alice = bus('alice');
+  const bob1 = bus('bob');
+  const bob2 = bus('bob');
+  await Promise.all([alice.ready(), bob1.ready(), bob2.ready()]);
+  const got = [bob1, bob2].map((b) => new Promise((resolve) => b.once('private', resolve)));
+  const ack = await alice.sendPrivate({ user: 'bob' }, { text: 'hi bob' });
+  assert.equal(ack.delivered, 2);
+  for (const m of await deadline(Promise.all(got), 5000, 'both of bob\'s connections')) {
+    assert.deepEqual(m.payload, { text: 'hi bob' });
+    assert.equal(m.user, 'alice');
+    assert.deepEqual(m.to, { user: 'bob' });
+  }
+  await assert.rejects(alice.sendPrivate({ user: 'carol' }, 1), (e) => e instanceof ArqonBusError && e.code === 'NOT_CONNECTED');
 });
