@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+// Measures the SDK's receive path: events per second delivered through one connection's
+// subscription iterator (JSON parse, offset tracking, iterator), in two modes:
+//
+//   replay  N events are stored first; the subscriber then subscribes with since {offset: 0}
+//           and the server replays them as fast as the client reads;
+//   live    P publisher processes (raw WebSocket frames, no acks) publish N events in total
+//           while the subscriber receives them live.
+//
+//   node bench/receive.mjs [--events 100000] [--publishers 2] [--mode both|replay|live]
+//                          [--buffer 10000] [--url ws://HOST:PORT/ws]
+//
+// Without --url it starts its own node ($ARQONBUS_BIN, else target/release/arqonbus of the
+// repository root) with the publish rate limit, history size and outbound budget raised. With
+// --url, the node must allow that: ARQONBUS_LIMITS__PUBLISH_RATE_PER_S=10000000
+// ARQONBUS_LIMITS__PUBLISH_BURST=10000000 ARQONBUS_CHANNELS__HISTORY_SIZE=100000 (and, in replay
+// mode, --events ≤ 100000). The subscriber checks that offsets arrive 1..N with no gap.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from '../dist/index.js';
+import { ArqonNode } from '../test/harness.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+
+if (process.argv[2] === '--publisher') {
+  await publisher(process.argv[3], process.argv[4], Number(process.argv[5]));
+  process.exit(0);
+}
+
+const events = Number(arg('events', '100000'));
+const publishers = Number(arg('publishers', '2'));
+const mode = arg('mode', 'both');
+const bufferSize = Number(arg('buffer', '10000'));
+let url = arg('url', null);
+let node = null;
+if (!url) {
+  node = await new ArqonNode({
+    env: {
+      ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '10000000',
+      ARQONBUS_LIMITS__PUBLISH_BURST: '10000000',
+      ARQONBUS_CHANNELS__HISTORY_SIZE: String(Math.min(100000, Math.max(events, 1000))),
+      ARQONBUS_LIMITS__OUTBOUND_QUEUE: '65536',
+      ARQONBUS_LOG__LEVEL: 'error',
+    },
+  }).start();
+  url = node.wsUrl;
+}
+
+/** A publisher process: raw frames without id (no ack traffic), paced by the socket's buffer. */
+async function publisher(url, room, count) {
+  const { WebSocket } = await import('ws');
+  const ws = new WebSocket(url, ['arqonbus.v1']);
+  await new Promise((resolve, reject) => {
+    ws.once('message', resolve); // welcome
+    ws.once('error', reject);
+  });
+  const head = `{"type":"event","room":"${room}","channel":"c","payload":{"seq":`;
+  const tail = `,"sensor":"bench","value":21.5,"unit":"C"}}`;
+  for (let i = 0; i < count; ) {
+    while (ws.bufferedAmount < 1 << 20 && i < count) ws.send(head + i++ + tail);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  while (ws.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 5));
+  ws.close();
+}
+
+function runPublishers(room, total) {
+  const per = Math.ceil(total / publishers);
+  return Array.from({ length: publishers }, (_, i) => {
+    const n = Math.min(per, total - i * per);
+    const child = spawn(process.execPath, [path.join(here, 'receive.mjs'), '--publisher', url, room, String(n)], { stdio: 'inherit' });
+    return new Promise((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`publisher exited ${code}`)))));
+  });
+}
+
+/** Receives `total` events through the iterator; returns events/s from the first to the last. */
+async function receive(sub, total) {
+  let expected = 1;
+  let first = 0;
+  let peakRss = 0;
+  for await (const d of sub) {
+    if (d.type === 'gap') throw new Error(`gap ${d.from}..${d.to}`);
+    if (d.offset !== expected) throw new Error(`offset ${d.offset}, expected ${expected}`);
+    if (expected === 1) first = performance.now();
+    if (expected % 10000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    if (expected++ === total) break;
+  }
+  const seconds = (performance.now() - first) / 1000;
+  return { rate: Math.round((total - 1) / seconds), seconds, peakRssMiB: Math.round(peakRss / 2 ** 20) };
+}
+
+const results = {};
+const bus = connect(url, { maxQueuedPublishes: 100000 });
+await bus.ready();
+if (mode === 'both' || mode === 'live') {
+  const room = `bench-live-${Date.now()}`;
+  const sub = bus.subscribe(room, 'c', { bufferSize });
+  await sub.ready;
+  const done = receive(sub, events);
+  const t0 = performance.now();
+  await Promise.all(runPublishers(room, events));
+  const publishRate = Math.round(events / ((performance.now() - t0) / 1000));
+  results.live = { ...(await done), publishRate };
+}
+if (mode === 'both' || mode === 'replay') {
+  const room = `bench-replay-${Date.now()}`;
+  const n = Math.min(events, 100000);
+  await Promise.all(runPublishers(room, n));
+  const sub = bus.subscribe(room, 'c', { since: { offset: 0 }, bufferSize });
+  results.replay = await receive(sub, n);
+}
+await bus.close();
+await node?.stop();
+for (const [m, r] of Object.entries(results)) {
+  const pub = r.publishRate ? `; publishers sent ${r.publishRate} events/s including start-up` : '';
+  console.log(`${m}: ${r.rate} events/s on one connection (${r.seconds.toFixed(2)} s, peak RSS ${r.peakRssMiB} MiB${pub})`);
+}
