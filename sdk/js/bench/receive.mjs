@@ -5,9 +5,11 @@
 //   replay  N events are stored first; the subscriber then subscribes with since {offset: 0}
 //           and the server replays them as fast as the client reads;
 //   live    P publisher processes (raw WebSocket frames, no acks) publish N events in total
-//           while the subscriber receives them live.
+//           while the subscriber receives them live;
+//   sdk     no server and no network: a stand-in WebSocket hands N prepared event frames to the
+//           SDK, 1000 per macrotask: the SDK's own cost per event (parse, offsets, iterator).
 //
-//   node bench/receive.mjs [--events 100000] [--publishers 2] [--mode both|replay|live]
+//   node bench/receive.mjs [--events 100000] [--publishers 2] [--mode all|replay|live|sdk]
 //                          [--buffer 10000] [--url ws://HOST:PORT/ws]
 //
 // Without --url it starts its own node ($ARQONBUS_BIN, else target/release/arqonbus of the
@@ -34,11 +36,11 @@ if (process.argv[2] === '--publisher') {
 
 const events = Number(arg('events', '100000'));
 const publishers = Number(arg('publishers', '2'));
-const mode = arg('mode', 'both');
+const mode = arg('mode', 'all');
 const bufferSize = Number(arg('buffer', '10000'));
 let url = arg('url', null);
 let node = null;
-if (!url) {
+if (!url && mode !== 'sdk') {
   node = await new ArqonNode({
     env: {
       ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '10000000',
@@ -83,21 +85,64 @@ async function receive(sub, total) {
   let expected = 1;
   let first = 0;
   let peakRss = 0;
+  let last = 0;
   for await (const d of sub) {
+    last = performance.now();
     if (d.type === 'gap') throw new Error(`gap ${d.from}..${d.to}`);
     if (d.offset !== expected) throw new Error(`offset ${d.offset}, expected ${expected}`);
     if (expected === 1) first = performance.now();
     if (expected % 10000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
     if (expected++ === total) break;
   }
-  const seconds = (performance.now() - first) / 1000;
+  const seconds = (last - first) / 1000;
   return { rate: Math.round((total - 1) / seconds), seconds, peakRssMiB: Math.round(peakRss / 2 ** 20) };
 }
 
+/** A WebSocket stand-in: welcome, a subscribe reply, then `events` prepared frames. */
+function fakeWebSocket(events) {
+  const frames = Array.from(
+    { length: events },
+    (_, i) =>
+      `{"version":"1.0","type":"event","id":"arq_01a217ba-127b-7b3f-8f62-2c04a4aa${String(i).padStart(6, '0')}","room":"bench","channel":"c","offset":${i + 1},"from":"c_8ec1f3ecc6c1e70e5a989db199c31659","user":null,"timestamp":"2026-11-26T12:00:00.123Z","payload":{"seq":${i},"sensor":"bench","value":21.5,"unit":"C"}}`,
+  );
+  return class FakeWebSocket {
+    readyState = 1;
+    bufferedAmount = 0;
+    #listeners = {};
+    constructor() {
+      setTimeout(() => this.#emit('message', { data: '{"version":"1.0","type":"system","event":"welcome","payload":{"client_id":"c_0","user":null,"node":"fake","protocol":"1.0","server":"fake","heartbeat_s":25,"limits":{"max_frame_bytes":65536,"publish_rate_per_s":50,"publish_burst":100,"max_subscriptions":256}}}' }));
+    }
+    addEventListener(type, fn) {
+      (this.#listeners[type] ??= []).push(fn);
+    }
+    #emit(type, ev) {
+      for (const fn of this.#listeners[type] ?? []) fn(ev);
+    }
+    send(text) {
+      const f = JSON.parse(text);
+      if (f.command !== 'subscribe') return;
+      this.#emit('message', { data: `{"version":"1.0","type":"reply","request_id":"${f.id}","result":{"room":"bench","channel":"c","epoch":"e","offset":0,"recovered":null,"replayed":0}}` });
+      let i = 0;
+      const pump = () => {
+        for (const end = Math.min(i + 1000, frames.length); i < end; i++) this.#emit('message', { data: frames[i] });
+        if (i < frames.length) setImmediate(pump);
+      };
+      setImmediate(pump);
+    }
+    close() {}
+  };
+}
+
 const results = {};
-const bus = connect(url, { maxQueuedPublishes: 100000 });
-await bus.ready();
-if (mode === 'both' || mode === 'live') {
+if (mode === 'all' || mode === 'sdk') {
+  const fake = connect('ws://fake/ws', { WebSocket: fakeWebSocket(events) });
+  const sub = fake.subscribe('bench', 'c', { bufferSize });
+  results.sdk = await receive(sub, events);
+  await fake.close();
+}
+const bus = mode === 'sdk' ? null : connect(url, { maxQueuedPublishes: 100000 });
+await bus?.ready();
+if (mode === 'all' || mode === 'live') {
   const room = `bench-live-${Date.now()}`;
   const sub = bus.subscribe(room, 'c', { bufferSize });
   await sub.ready;
@@ -107,14 +152,14 @@ if (mode === 'both' || mode === 'live') {
   const publishRate = Math.round(events / ((performance.now() - t0) / 1000));
   results.live = { ...(await done), publishRate };
 }
-if (mode === 'both' || mode === 'replay') {
+if (mode === 'all' || mode === 'replay') {
   const room = `bench-replay-${Date.now()}`;
   const n = Math.min(events, 100000);
   await Promise.all(runPublishers(room, n));
   const sub = bus.subscribe(room, 'c', { since: { offset: 0 }, bufferSize });
   results.replay = await receive(sub, n);
 }
-await bus.close();
+await bus?.close();
 await node?.stop();
 for (const [m, r] of Object.entries(results)) {
   const pub = r.publishRate ? `; publishers sent ${r.publishRate} events/s including start-up` : '';

@@ -125,10 +125,11 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
     this.#iterating = true;
     const it: AsyncIterator<Delivery> & AsyncIterable<Delivery> = {
       next: () => this.#next(),
-      return: async () => {
+      // Leaving a `for await` loop ends the subscription (the unsubscribe goes out in the background).
+      return: () => {
         this.#iterating = false;
-        await this.unsubscribe();
-        return { done: true, value: undefined };
+        this.unsubscribe().catch((err) => this.#host.reportError(err));
+        return Promise.resolve({ done: true, value: undefined });
       },
       [Symbol.asyncIterator]: () => it,
     };
