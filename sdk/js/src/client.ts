@@ -123,6 +123,16 @@ function randomHex(bytes: number): string {
 
 const subKey = (room: string, channel: string): string => room + ' ' + channel;
 
+/** The frame text after the request id of an `event` or `private` frame (payload last, raw or not). */
+function messageTail(address: string, payload: unknown, metadata: Metadata | undefined): string | ArqonBusError {
+  try {
+    const meta = metadata ? `,"metadata":${JSON.stringify(metadata)}` : '';
+    return `"${address}${meta},"payload":${encodePayload(payload)}}`;
+  } catch (err) {
+    return new ArqonBusError('VALIDATION_ERROR', (err as Error).message, { field: 'payload' });
+  }
+}
+
 /** Cancellable sleep. */
 function sleep(ms: number, signal: { cancel?: () => void }): Promise<void> {
   return new Promise((resolve) => {
@@ -251,15 +261,9 @@ export class Bus extends Emitter<BusEvents> {
   /** Publishes an event; resolves with its ack once it is stored. */
   publish(room: string, channel: string, payload: unknown, opts: PublishOptions = {}): Promise<PublishAck> {
     const key = opts.idempotencyKey ?? this.#keyPrefix + (++this.#keyCounter).toString(36);
-    let tail: string;
-    try {
-      tail =
-        `","room":${JSON.stringify(room)},"channel":${JSON.stringify(channel)},"idempotency_key":${JSON.stringify(key)}` +
-        (opts.metadata ? `,"metadata":${JSON.stringify(opts.metadata)}` : '') +
-        `,"payload":${encodePayload(payload)}}`;
-    } catch (err) {
-      return Promise.reject(new ArqonBusError('VALIDATION_ERROR', (err as Error).message, { field: 'payload' }));
-    }
+    const address = `,"room":${JSON.stringify(room)},"channel":${JSON.stringify(channel)},"idempotency_key":${JSON.stringify(key)}`;
+    const tail = messageTail(address, payload, opts.metadata);
+    if (tail instanceof ArqonBusError) return Promise.reject(tail);
     return this.#request<PublishAck>('publish', '{"type":"event","id":"', tail, {
       retry: 'resend',
       timeoutMs: opts.timeoutMs ?? this.#opts.publishTimeoutMs ?? 30_000,
@@ -275,15 +279,8 @@ export class Bus extends Emitter<BusEvents> {
 
   /** Sends a private message to a client id or to every connection of a user. Never retried once sent. */
   sendPrivate(to: PrivateTarget, payload: unknown, opts: PrivateOptions = {}): Promise<PrivateAck> {
-    let tail: string;
-    try {
-      tail =
-        `","to":${JSON.stringify(to)}` +
-        (opts.metadata ? `,"metadata":${JSON.stringify(opts.metadata)}` : '') +
-        `,"payload":${encodePayload(payload)}}`;
-    } catch (err) {
-      return Promise.reject(new ArqonBusError('VALIDATION_ERROR', (err as Error).message, { field: 'payload' }));
-    }
+    const tail = messageTail(`,"to":${JSON.stringify(to)}`, payload, opts.metadata);
+    if (tail instanceof ArqonBusError) return Promise.reject(tail);
     return this.#request<PrivateAck>('publish', '{"type":"private","id":"', tail, {
       retry: 'fail',
       timeoutMs: opts.timeoutMs ?? this.#opts.publishTimeoutMs ?? 30_000,

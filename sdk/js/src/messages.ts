@@ -15,40 +15,29 @@ export interface EventFrame {
   metadata?: Metadata;
 }
 
-/** A channel event, as delivered (live, replayed, or read back from history). */
-export class ChannelEvent {
-  readonly type = 'event' as const;
+/** What channel events and private messages have in common, with the exact payload text. */
+abstract class Delivered {
   /** Message id, `arq_` + UUIDv7. */
   readonly id: string;
-  readonly room: string;
-  readonly channel: string;
-  /** Position in the channel's stream (contiguous: 1, 2, 3, …). */
-  readonly offset: number;
   /** Sender's client id, `"http"`, or a node name (`_sys:activity`). */
   readonly from: string;
   /** Sender's authenticated user, or null. */
   readonly user: string | null;
-  /** RFC 3339 UTC time the server accepted the event. */
+  /** RFC 3339 UTC time the server accepted the message. */
   readonly timestamp: string;
   /** The payload as `JSON.parse` reads it (big integers lose precision: see `rawPayload`). */
   readonly payload: Json;
   readonly metadata: Metadata | undefined;
-  /** Epoch of the stream the offset belongs to (null for events read without a subscription). */
-  readonly epoch: string | null;
   #frameText: string;
   #raw: string | undefined;
 
-  constructor(frame: EventFrame, frameText: string, epoch: string | null) {
+  constructor(frame: Pick<EventFrame, 'id' | 'from' | 'user' | 'timestamp' | 'payload' | 'metadata'>, frameText: string) {
     this.id = frame.id;
-    this.room = frame.room;
-    this.channel = frame.channel;
-    this.offset = frame.offset;
     this.from = frame.from;
     this.user = frame.user;
     this.timestamp = frame.timestamp;
     this.payload = frame.payload;
     this.metadata = frame.metadata;
-    this.epoch = epoch;
     this.#frameText = frameText;
   }
 
@@ -59,34 +48,34 @@ export class ChannelEvent {
   }
 }
 
+/** A channel event, as delivered (live, replayed, or read back from history). */
+export class ChannelEvent extends Delivered {
+  readonly type = 'event' as const;
+  readonly room: string;
+  readonly channel: string;
+  /** Position in the channel's stream (contiguous: 1, 2, 3, …). */
+  readonly offset: number;
+  /** Epoch of the stream the offset belongs to. */
+  readonly epoch: string | null;
+
+  constructor(frame: EventFrame, frameText: string, epoch: string | null) {
+    super(frame, frameText);
+    this.room = frame.room;
+    this.channel = frame.channel;
+    this.offset = frame.offset;
+    this.epoch = epoch;
+  }
+}
+
 /** A private message delivered to this connection. */
-export class PrivateMessage {
+export class PrivateMessage extends Delivered {
   readonly type = 'private' as const;
-  readonly id: string;
-  readonly from: string;
-  readonly user: string | null;
-  readonly timestamp: string;
+  /** The target as the sender wrote it. */
   readonly to: PrivateTarget;
-  readonly payload: Json;
-  readonly metadata: Metadata | undefined;
-  #frameText: string;
-  #raw: string | undefined;
 
   constructor(frame: Omit<EventFrame, 'room' | 'channel' | 'offset'> & { to: PrivateTarget }, frameText: string) {
-    this.id = frame.id;
-    this.from = frame.from;
-    this.user = frame.user;
-    this.timestamp = frame.timestamp;
+    super(frame, frameText);
     this.to = frame.to;
-    this.payload = frame.payload;
-    this.metadata = frame.metadata;
-    this.#frameText = frameText;
-  }
-
-  /** The exact JSON text of `payload` as the server sent it. */
-  get rawPayload(): string {
-    if (this.#raw === undefined) this.#raw = payloadText(this.#frameText) ?? 'null';
-    return this.#raw;
   }
 }
 

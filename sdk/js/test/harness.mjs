@@ -322,3 +322,49 @@ export async function take(sub, n, timeoutMs = 20_000) {
   );
   return out;
 }
+
+/** Redis and two nodes on it (`node-a`, `node-b`), stopped after the test. */
+export async function twoNodesOnRedis(t, env = {}) {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const all = {
+    ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '100000',
+    ARQONBUS_LIMITS__PUBLISH_BURST: '100000',
+    ...env,
+    ...redis.nodeEnv(),
+  };
+  const [a, b] = await Promise.all([new ArqonNode({ env: all, name: 'node-a' }).start(), new ArqonNode({ env: all, name: 'node-b' }).start()]);
+  t.after(() => Promise.all([a.stop(), b.stop()]));
+  return { redis, a, b };
+}
+
+/**
+ * `pub` publishes {n: 1} … {n: count} to room:c one after the other (5 ms pause every 10) while
+ * the subscription's iterator is read; `atCount(k)` runs once after k deliveries (e.g. kill a
+ * node). Returns the delivered offsets; fails on a gap.
+ */
+export async function receiveWhilePublishing(sub, pub, room, count, atCount, action) {
+  const publishing = (async () => {
+    for (let i = 1; i <= count; i++) {
+      await pub.publish(room, 'c', { n: i });
+      if (i % 10 === 0) await sleep(5);
+    }
+  })();
+  const offsets = [];
+  let acted;
+  await deadline(
+    (async () => {
+      for await (const d of sub) {
+        if (d.type !== 'event') throw new Error(`unexpected ${JSON.stringify(d)}`);
+        offsets.push(d.offset);
+        if (offsets.length === atCount) acted = action();
+        if (offsets.length === count) break;
+      }
+    })(),
+    60_000,
+    `${count} events (got ${offsets.length})`,
+  );
+  await publishing;
+  await acted;
+  return offsets;
+}

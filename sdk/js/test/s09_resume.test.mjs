@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from '../dist/index.js';
-import { ArqonNode, deadline, sleep, startRedis, uniqueRoom, waitFor } from './harness.mjs';
+import { ArqonNode, deadline, receiveWhilePublishing, twoNodesOnRedis, uniqueRoom, waitFor } from './harness.mjs';
 
 const fast = { ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '100000', ARQONBUS_LIMITS__PUBLISH_BURST: '100000' };
 
@@ -41,11 +41,7 @@ test('S09 restart of a memory node: the lost history reaches the user as a gap, 
 });
 
 test('S09 two nodes on Redis: subscriber node SIGKILLed, the SDK moves to the other, every offset exactly once', async (t) => {
-  const redis = await startRedis();
-  t.after(() => redis.stop());
-  const env = { ...fast, ...redis.nodeEnv() };
-  const [a, b] = await Promise.all([new ArqonNode({ env, name: 'node-a' }).start(), new ArqonNode({ env, name: 'node-b' }).start()]);
-  t.after(() => Promise.all([a.stop(), b.stop()]));
+  const { a, b } = await twoNodesOnRedis(t);
   const room = uniqueRoom();
   const N = 600;
   const sub = connect([a.wsUrl, b.wsUrl], { reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
@@ -54,32 +50,7 @@ test('S09 two nodes on Redis: subscriber node SIGKILLed, the SDK moves to the ot
   const s = sub.subscribe(room, 'c');
   await s.ready;
   assert.equal(sub.node, 'node-a');
-
-  const publishing = (async () => {
-    for (let i = 1; i <= N; i++) {
-      await pub.publish(room, 'c', { n: i });
-      if (i % 10 === 0) await sleep(5);
-    }
-  })();
-  const offsets = [];
-  let killed = false;
-  await deadline(
-    (async () => {
-      for await (const d of s) {
-        assert.equal(d.type, 'event', JSON.stringify(d));
-        offsets.push(d.offset);
-        if (offsets.length === 150 && !killed) {
-          killed = true;
-          await a.kill();
-        }
-        if (offsets.length === N) break;
-      }
-    })(),
-    60_000,
-    `${N} events (got ${offsets.length})`,
-  );
-  await publishing;
-  assert.ok(killed);
+  const offsets = await receiveWhilePublishing(s, pub, room, N, 150, () => a.kill());
   assert.deepEqual(
     offsets,
     Array.from({ length: N }, (_, i) => i + 1),

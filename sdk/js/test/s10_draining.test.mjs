@@ -3,19 +3,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from '../dist/index.js';
-import { ArqonNode, deadline, sleep, startRedis, uniqueRoom } from './harness.mjs';
+import { receiveWhilePublishing, twoNodesOnRedis, uniqueRoom } from './harness.mjs';
 
 test('S10 draining: reconnect after reconnect_after_ms to another node, nothing lost or doubled', async (t) => {
-  const redis = await startRedis();
-  t.after(() => redis.stop());
-  const env = {
-    ARQONBUS_LIMITS__PUBLISH_RATE_PER_S: '100000',
-    ARQONBUS_LIMITS__PUBLISH_BURST: '100000',
-    ARQONBUS_SERVER__DRAIN_JITTER_MS: '400',
-    ...redis.nodeEnv(),
-  };
-  const [a, b] = await Promise.all([new ArqonNode({ env, name: 'node-a' }).start(), new ArqonNode({ env, name: 'node-b' }).start()]);
-  t.after(() => Promise.all([a.stop(), b.stop()]));
+  const { a, b } = await twoNodesOnRedis(t, { ARQONBUS_SERVER__DRAIN_JITTER_MS: '400' });
   const room = uniqueRoom();
   const N = 400;
   const sub = connect([a.wsUrl, b.wsUrl]);
@@ -30,28 +21,7 @@ test('S10 draining: reconnect after reconnect_after_ms to another node, nothing 
   await s.ready;
   assert.equal(sub.node, 'node-a');
 
-  const publishing = (async () => {
-    for (let i = 1; i <= N; i++) {
-      await pub.publish(room, 'c', { n: i });
-      if (i % 10 === 0) await sleep(5);
-    }
-  })();
-  const offsets = [];
-  let stopping;
-  await deadline(
-    (async () => {
-      for await (const d of s) {
-        assert.equal(d.type, 'event', JSON.stringify(d));
-        offsets.push(d.offset);
-        if (offsets.length === 100) stopping = a.stop('SIGTERM');
-        if (offsets.length === N) break;
-      }
-    })(),
-    60_000,
-    `${N} events (got ${offsets.length})`,
-  );
-  await publishing;
-  await stopping;
+  const offsets = await receiveWhilePublishing(s, pub, room, N, 100, () => a.stop('SIGTERM'));
   assert.deepEqual(
     offsets,
     Array.from({ length: N }, (_, i) => i + 1),

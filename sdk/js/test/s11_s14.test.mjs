@@ -149,7 +149,8 @@ test('S13 bounded buffer: a slow consumer is refilled from history, or told of a
   );
 });
 
-test('S14 payload fidelity: JSON values round-trip; rawPayload and rawJson keep the exact text', async (t) => {
+/** A node, a publishing bus `a` and a bus `b` subscribed to room:p. */
+async function publisherAndSubscriber(t) {
   const node = await new ArqonNode().start();
   t.after(() => node.stop());
   const room = uniqueRoom();
@@ -158,6 +159,11 @@ test('S14 payload fidelity: JSON values round-trip; rawPayload and rawJson keep 
   t.after(() => Promise.all([a.close(), b.close()]));
   const sub = b.subscribe(room, 'p');
   await sub.ready;
+  return { room, a, b, sub };
+}
+
+test('S14 payload fidelity: JSON values round-trip; rawPayload and rawJson keep the exact text', async (t) => {
+  const { room, a, b, sub } = await publisherAndSubscriber(t);
   const values = [{ z: 1, a: { y: [1, 2.5, 'é', null, true] } }, 'text with "quotes" and \\ and \u2028', -0.125, [], {}, null];
   for (const v of values) await a.publish(room, 'p', v);
   const got = await take(sub, values.length);
@@ -169,14 +175,7 @@ test('S14 payload fidelity: JSON values round-trip; rawPayload and rawJson keep 
 });
 
 test('S14 payload fidelity: big integers, 1.0, escapes and key order byte for byte (needs the issue 7 server)', async (t) => {
-  const node = await new ArqonNode().start();
-  t.after(() => node.stop());
-  const room = uniqueRoom();
-  const a = connect(node.wsUrl);
-  const b = connect(node.wsUrl);
-  t.after(() => Promise.all([a.close(), b.close()]));
-  const sub = b.subscribe(room, 'p');
-  await sub.ready;
+  const { room, a, b, sub } = await publisherAndSubscriber(t);
   const texts = [
     '{"big":12345678901234567890123456789012345678901,"f":1.0,"s":"\\u00e9","nested":{"z":1,"a":{"y":2,"b":[3,{"k":"v"}]}}}',
     '12345678901234567890123456789012345678901',

@@ -14,19 +14,13 @@
 // when all were acked; 1 on any error (message on stderr); 2 on bad arguments.
 import fs from 'node:fs';
 import { connect, rawJson } from '../../dist/index.js';
+import { fail, parseArgs } from './args.mjs';
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .filter((a) => a.startsWith('--'))
-    .map((a) => a.slice(2).split('=', 2)),
+const { positional, flags } = parseArgs(
+  'publisher.mjs URL ROOM CHANNEL (COUNT | PAYLOAD_FILE) [--token=T] [--pad=BYTES]',
+  (a) => a.length === 4,
 );
-if (args.length !== 4) {
-  process.stderr.write('usage: publisher.mjs URL ROOM CHANNEL (COUNT | PAYLOAD_FILE) [--token=T] [--pad=BYTES]\n');
-  process.exit(2);
-}
-const [url, room, channel, what] = args;
+const [url, room, channel, what] = positional;
 let payloads;
 if (/^\d+$/.test(what)) {
   const pad = flags.pad ? 'x'.repeat(Number(flags.pad)) : null;
@@ -47,6 +41,5 @@ try {
   await bus.close();
   process.exit(0);
 } catch (err) {
-  process.stderr.write(`publisher: ${err.code ?? ''} ${err.message}\n`);
-  process.exit(1);
+  fail('publisher', err);
 }

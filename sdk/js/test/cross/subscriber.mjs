@@ -14,19 +14,13 @@
 // order, to stdout. Exit status 0 after COUNT events; 1 on a timeout, a gap or any error
 // (message on stderr); 2 on bad arguments.
 import { connect } from '../../dist/index.js';
+import { fail, parseArgs } from './args.mjs';
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .filter((a) => a.startsWith('--'))
-    .map((a) => a.slice(2).split('=', 2)),
+const { positional, flags } = parseArgs(
+  'subscriber.mjs URL ROOM CHANNEL COUNT [--since=OFFSET] [--timeout-ms=MS] [--token=T]',
+  (a) => a.length === 4 && /^\d+$/.test(a[3]),
 );
-if (args.length !== 4 || !/^\d+$/.test(args[3])) {
-  process.stderr.write('usage: subscriber.mjs URL ROOM CHANNEL COUNT [--since=OFFSET] [--timeout-ms=MS] [--token=T]\n');
-  process.exit(2);
-}
-const [url, room, channel, countText] = args;
+const [url, room, channel, countText] = positional;
 const count = Number(countText);
 const timeoutMs = Number(flags['timeout-ms'] ?? 30_000);
 const timer = setTimeout(() => {
@@ -51,6 +45,5 @@ try {
   await bus.close();
   process.exit(0);
 } catch (err) {
-  process.stderr.write(`subscriber: ${err.code ?? ''} ${err.message}\n`);
-  process.exit(1);
+  fail('subscriber', err);
 }
