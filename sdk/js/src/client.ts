@@ -180,14 +180,14 @@ export class Bus extends Emitter<BusEvents> {
       maxQueuedCommands: opts.maxQueuedCommands ?? 1000,
       nextId: () => this.#idPrefix + (++this.#idCounter).toString(36),
     });
-    this.listenerError = (err) => this.emit('error', err as Error);
+    this.listenerError = (err) => this.#report(err);
     this.#host = {
       fillHistory: (room, channel, since, limit) =>
         this.history(room, channel, { since, limit }, { retry: 'connection' }),
       unsubscribe: (sub) => this.#unsubscribe(sub),
       isOwnClient: (id) => this.#ownClientIds.includes(id),
       reportGap: (gap) => this.emit('gap', gap),
-      reportError: (err) => this.emit('error', err as Error),
+      reportError: (err) => this.#report(err),
     };
     this.#sweepTimer = setInterval(() => this.#requests.sweep(Date.now()), 250);
     void this.#run();
@@ -371,6 +371,19 @@ export class Bus extends Emitter<BusEvents> {
   /** Admin: deletes a channel and its history. */
   async deleteChannel(room: string, channel: string): Promise<void> {
     await this.command('delete_channel', { room, channel }, { retry: 'fail' });
+  }
+
+  /**
+   * An error nobody awaits. Without an `error` listener, SDK errors are dropped (they are
+   * informational) but errors thrown by the user's own listeners are thrown again, not hidden.
+   */
+  #report(err: unknown): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err as Error);
+    else if (!(err instanceof ArqonBusError)) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 
   // ---- internals: requests ----
