@@ -29,7 +29,9 @@ test('X01 scripts: publisher.mjs COUNT and subscriber.mjs print the same payload
 
 test('X01 scripts: a payload file goes through byte for byte (needs the issue 7 server)', async (t) => {
   const lines = ['{"big":12345678901234567890123456789012345678901,"f":1.0,"s":"\\u00e9","n":{"z":1,"a":2}}', '"caf\\u00e9"', '[1.0,-0.0,1E+2]'];
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'arqonbus-x01-')), 'payloads.jsonl');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arqonbus-x01-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'payloads.jsonl');
   fs.writeFileSync(file, lines.join('\n') + '\n');
   const out = await roundTrip(t, file, lines.length);
   assert.equal(out, lines.join('\n') + '\n');

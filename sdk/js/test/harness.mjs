@@ -84,7 +84,6 @@ export class ArqonNode {
     this.name = name ?? `node-${Math.random().toString(16).slice(2, 8)}`;
     this.proc = null;
     this.logs = [];
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arqonbus-js-'));
   }
 
   get wsUrl() {
@@ -97,6 +96,8 @@ export class ArqonNode {
 
   async start(timeoutMs = 15_000) {
     if (!this.port) this.port = await freePort();
+    // An empty working directory: no arqonbus.toml is picked up.
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arqonbus-js-'));
     const env = childEnv({
       ARQONBUS_SERVER__LISTEN: `127.0.0.1:${this.port}`,
       ARQONBUS_SERVER__NODE_ID: this.name,
@@ -112,9 +113,11 @@ export class ArqonNode {
     };
     proc.stdout.on('data', keep);
     proc.stderr.on('data', keep);
+    const dir = this.dir;
     this.exited = new Promise((resolve) =>
       proc.once('exit', (code, signal) => {
         children.delete(proc);
+        fs.rmSync(dir, { recursive: true, force: true });
         resolve({ code, signal });
       }),
     );
@@ -188,7 +191,13 @@ export class Redis {
     this.logs = [];
     proc.stdout.on('data', (d) => this.logs.push(d.toString()));
     proc.stderr.on('data', (d) => this.logs.push(d.toString()));
-    this.exited = new Promise((resolve) => proc.once('exit', () => (children.delete(proc), resolve())));
+    this.exited = new Promise((resolve) =>
+      proc.once('exit', () => {
+        children.delete(proc);
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        resolve();
+      }),
+    );
     await waitFor(() => this.#ping(), { timeoutMs: 10_000, what: `redis-server on port ${this.port}` });
     return this;
   }
