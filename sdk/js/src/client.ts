@@ -73,6 +73,8 @@ export interface PrivateOptions {
 
 export interface CommandOptions {
   timeoutMs?: number;
+  /** @internal Sent before every other waiting command. */
+  urgent?: boolean;
   /** See `RetryPolicy`; default `resend`. */
   retry?: RetryPolicy;
   waitOnRateLimit?: boolean;
@@ -315,6 +317,7 @@ export class Bus extends Emitter<BusEvents> {
       retry: opts.retry ?? 'resend',
       timeoutMs: opts.timeoutMs ?? this.#opts.requestTimeoutMs ?? 10_000,
       waitOnRateLimit: opts.waitOnRateLimit ?? true,
+      urgent: opts.urgent ?? false,
     });
   }
 
@@ -397,6 +400,7 @@ export class Bus extends Emitter<BusEvents> {
       timeoutMs: number;
       waitOnRateLimit: boolean;
       idempotencyKey?: string;
+      urgent?: boolean;
       map?: (result: unknown, text: string) => T;
     },
   ): Promise<T> {
@@ -410,6 +414,7 @@ export class Bus extends Emitter<BusEvents> {
         deadline: Date.now() + o.timeoutMs,
         waitOnRateLimit: o.waitOnRateLimit,
         idempotencyKey: o.idempotencyKey,
+        urgent: o.urgent,
         resolve: (result, text) => {
           try {
             resolve(o.map ? o.map(result, text) : (result as T));
@@ -428,7 +433,7 @@ export class Bus extends Emitter<BusEvents> {
     const done = (): void => {
       if (resumed && --resumed.left === 0) this.emit('resumed', { subscriptions: this.#subs.size });
     };
-    this.command<SubscribeResult>('subscribe', sub.subscribeArgs(), { retry: 'connection' }).then(
+    this.command<SubscribeResult>('subscribe', sub.subscribeArgs(), { retry: 'connection', urgent: true }).then(
       (res) => {
         if (this.#subs.get(subKey(sub.room, sub.channel)) === sub) sub.onSubscribed(res);
         done();

@@ -27,6 +27,8 @@ export interface Request {
   deadline: number;
   waitOnRateLimit: boolean;
   idempotencyKey?: string;
+  /** Sent before everything else waiting (resubscribes after a reconnect). */
+  urgent?: boolean;
   resolve(result: unknown, text: string): void;
   reject(err: ArqonBusError): void;
   // managed here
@@ -77,8 +79,10 @@ export class Requests {
       req.reject(new ArqonBusError('QUEUE_FULL', `command queue full (${this.#opts.maxQueuedCommands})`));
       return;
     }
-    req.seq = ++this.#seq;
-    this.#queues[req.kind].push(req);
+    // Urgent requests sort before every other one, and among themselves in the order made.
+    req.seq = (req.urgent ? -1e15 : 0) + ++this.#seq;
+    if (req.urgent) this.#queues[req.kind] = this.#sorted([...this.#queues[req.kind], req]);
+    else this.#queues[req.kind].push(req);
     this.#pump(req.kind);
   }
 

@@ -129,3 +129,54 @@ test('token: exp is read from a JWT, refresh is scheduled ahead of it', () => {
   assert.equal(refreshAtMs(4000, 0), 3000); // a quarter of the remaining life ahead
   assert.equal(refreshAtMs(600, 0), 300); // at least 500 ms ahead (or half of what is left)
 });
+
+test('requests: queued until connected, urgent first, retry policy applied on a lost connection', async () => {
+  const { Requests } = await import('../dist/requests.js');
+  let n = 0;
+  const reqs = new Requests({ maxInFlightPublishes: 10, maxQueuedPublishes: 3, maxQueuedCommands: 10, nextId: () => `r${++n}` });
+  const outcome = {};
+  const make = (name, kind, retry, extra = {}) =>
+    reqs.add({
+      kind,
+      retry,
+      head: '{"id":"',
+      tail: `","name":"${name}"}`,
+      deadline: Date.now() + 60_000,
+      waitOnRateLimit: true,
+      resolve: (r) => (outcome[name] = ['ok', r]),
+      reject: (e) => (outcome[name] = ['err', e.code]),
+      ...extra,
+    });
+  make('read', 'command', 'resend');
+  make('admin', 'command', 'fail');
+  make('sub', 'command', 'connection', { urgent: true });
+  make('pub', 'publish', 'resend', { idempotencyKey: 'k1' });
+  make('priv', 'publish', 'fail');
+  make('pub2', 'publish', 'resend');
+  make('pub3', 'publish', 'resend');
+  assert.deepEqual(outcome.pub3, ['err', 'QUEUE_FULL']);
+  const sent = [];
+  reqs.connected((t) => sent.push(JSON.parse(t)), 65536);
+  assert.deepEqual(
+    sent.map((f) => f.name),
+    ['sub', 'read', 'admin', 'pub', 'priv', 'pub2'],
+  );
+  reqs.error(sent[3].id, { code: 'RATE_LIMITED', message: 'slow down', retry_after_ms: 50 }); // pub: waits, is resent
+  reqs.disconnected();
+  assert.deepEqual(outcome.sub, ['err', 'DISCONNECTED']);
+  assert.deepEqual(outcome.admin, ['err', 'DISCONNECTED']);
+  assert.deepEqual(outcome.priv, ['err', 'DISCONNECTED']);
+  assert.equal(outcome.read, undefined);
+  sent.length = 0;
+  reqs.connected((t) => sent.push(JSON.parse(t)), 65536);
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(
+    sent.map((f) => f.name).sort(),
+    ['pub', 'pub2', 'read'],
+  );
+  const pub = sent.find((f) => f.name === 'pub');
+  reqs.reply(pub.id, { offset: 1 }, '');
+  assert.deepEqual(outcome.pub, ['ok', { offset: 1 }]);
+  reqs.failAll({ code: 'CLOSED' });
+  assert.deepEqual(outcome.read, ['err', 'CLOSED']);
+});
