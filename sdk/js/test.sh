@@ -49,4 +49,6 @@ npm run --silent build
 
 echo "==> node --test (unit tests, shared scenarios S01-S14, cross-language scripts, examples, Chromium)"
 # One file at a time: the scenarios kill and restart nodes and time reconnects on a small machine.
-node --test --test-concurrency=1 test/*.test.mjs
+# Every test has a deadline, and the runner exits when the tests are done even if a failed test
+# left a connection open.
+node --test --test-concurrency=1 --test-timeout=180000 --test-force-exit test/*.test.mjs
