@@ -13,10 +13,12 @@
 //                          [--buffer 10000] [--url ws://HOST:PORT/ws]
 //
 // Without --url it starts its own node ($ARQONBUS_BIN, else target/release/arqonbus of the
-// repository root) with the publish rate limit, history size and outbound budget raised. With
+// repository root) with the publish rate limit, history size and outbound budget raised (so that
+// the node does not close the subscriber as a slow consumer while the publishers burst). With
 // --url, the node must allow that: ARQONBUS_LIMITS__PUBLISH_RATE_PER_S=10000000
-// ARQONBUS_LIMITS__PUBLISH_BURST=10000000 ARQONBUS_CHANNELS__HISTORY_SIZE=100000 (and, in replay
-// mode, --events ≤ 100000). The subscriber checks that offsets arrive 1..N with no gap.
+// ARQONBUS_LIMITS__PUBLISH_BURST=10000000 ARQONBUS_CHANNELS__HISTORY_SIZE=100000
+// ARQONBUS_LIMITS__OUTBOUND_QUEUE_BYTES=268435456 (and, in replay mode, --events ≤ 100000).
+// The subscriber checks that offsets arrive 1..N with no gap; a stall of 30 s is reported.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +49,7 @@ if (!url && mode !== 'sdk') {
       ARQONBUS_LIMITS__PUBLISH_BURST: '10000000',
       ARQONBUS_CHANNELS__HISTORY_SIZE: String(Math.min(100000, Math.max(events, 1000))),
       ARQONBUS_LIMITS__OUTBOUND_QUEUE: '65536',
+      ARQONBUS_LIMITS__OUTBOUND_QUEUE_BYTES: String(256 << 20),
       ARQONBUS_LOG__LEVEL: 'error',
     },
   }).start();
@@ -61,13 +64,21 @@ async function publisher(url, room, count) {
     ws.once('message', resolve); // welcome
     ws.once('error', reject);
   });
+  ws.on('close', (code) => {
+    if (sent < count) {
+      console.error(`publisher: connection closed (${code}) after ${sent} of ${count} events`);
+      process.exit(1);
+    }
+  });
   const head = `{"type":"event","room":"${room}","channel":"c","payload":{"seq":`;
   const tail = `,"sensor":"bench","value":21.5,"unit":"C"}}`;
-  for (let i = 0; i < count; ) {
-    while (ws.bufferedAmount < 1 << 20 && i < count) ws.send(head + i++ + tail);
+  let sent = 0;
+  while (sent < count) {
+    while (ws.bufferedAmount < 1 << 20 && sent < count) ws.send(head + sent++ + tail);
     await new Promise((r) => setTimeout(r, 1));
   }
-  while (ws.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 5));
+  const until = Date.now() + 30_000;
+  while (ws.bufferedAmount > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
   ws.close();
 }
 
@@ -84,8 +95,16 @@ function runPublishers(room, total) {
 async function receive(sub, total) {
   let expected = 1;
   let first = 0;
+  const started = performance.now();
   let peakRss = 0;
   let last = 0;
+  // A deadline on progress: a stalled receive path is reported, never waited on forever.
+  const watchdog = setInterval(() => {
+    if (performance.now() - (last || started) < 30_000) return;
+    console.error(`stalled at offset ${expected - 1}: ${JSON.stringify(sub.diagnostics)}, buffered ${sub.buffered}, bus ${bus?.state}`);
+    console.error(trace.join('\n'));
+    process.exit(1);
+  }, 1000);
   for await (const d of sub) {
     last = performance.now();
     if (d.type === 'gap') throw new Error(`gap ${d.from}..${d.to}`);
@@ -94,6 +113,7 @@ async function receive(sub, total) {
     if (expected % 10000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
     if (expected++ === total) break;
   }
+  clearInterval(watchdog);
   const seconds = (last - first) / 1000;
   return { rate: Math.round((total - 1) / seconds), seconds, peakRssMiB: Math.round(peakRss / 2 ** 20) };
 }
@@ -133,6 +153,10 @@ function fakeWebSocket(events) {
   };
 }
 
+// What happened to the connection, printed when the receive path stalls.
+const trace = [];
+const t0 = performance.now();
+let bus = null;
 const results = {};
 if (mode === 'all' || mode === 'sdk') {
   const fake = connect('ws://fake/ws', { WebSocket: fakeWebSocket(events) });
@@ -140,28 +164,36 @@ if (mode === 'all' || mode === 'sdk') {
   results.sdk = await receive(sub, events);
   await fake.close();
 }
-const bus = mode === 'sdk' ? null : connect(url, { maxQueuedPublishes: 100000 });
+bus = mode === 'sdk' ? null : connect(url, { maxQueuedPublishes: 100000 });
+const closes = [];
+for (const ev of ['connecting', 'connected', 'disconnected', 'reconnecting', 'resumed', 'gap']) {
+  bus?.on(ev, (d) => trace.push(`${(performance.now() - t0).toFixed(0)} ms ${ev} ${JSON.stringify(d, (k, v) => (k === 'welcome' ? undefined : v))}`));
+}
+bus?.on('disconnected', (d) => closes.push(d.code));
+bus?.on('error', (e) => console.error(`bus error: ${e.code ?? ''} ${e.message}`));
 await bus?.ready();
 if (mode === 'all' || mode === 'live') {
   const room = `bench-live-${Date.now()}`;
   const sub = bus.subscribe(room, 'c', { bufferSize });
+  sub.on('subscribed', (r) => trace.push(`${(performance.now() - t0).toFixed(0)} ms subscribed ${JSON.stringify(r)} at ${sub.position.offset}`));
   await sub.ready;
   const done = receive(sub, events);
-  const t0 = performance.now();
+  const publishStart = performance.now();
   await Promise.all(runPublishers(room, events));
-  const publishRate = Math.round(events / ((performance.now() - t0) / 1000));
-  results.live = { ...(await done), publishRate };
+  const publishRate = Math.round(events / ((performance.now() - publishStart) / 1000));
+  results.live = { ...(await done), publishRate, closes: closes.splice(0) };
 }
 if (mode === 'all' || mode === 'replay') {
   const room = `bench-replay-${Date.now()}`;
   const n = Math.min(events, 100000);
   await Promise.all(runPublishers(room, n));
   const sub = bus.subscribe(room, 'c', { since: { offset: 0 }, bufferSize });
-  results.replay = await receive(sub, n);
+  results.replay = { ...(await receive(sub, n)), closes: closes.splice(0) };
 }
 await bus?.close();
 await node?.stop();
 for (const [m, r] of Object.entries(results)) {
   const pub = r.publishRate ? `; publishers sent ${r.publishRate} events/s including start-up` : '';
-  console.log(`${m}: ${r.rate} events/s on one connection (${r.seconds.toFixed(2)} s, peak RSS ${r.peakRssMiB} MiB${pub})`);
+  const closed = r.closes?.length ? `; closed by the node ${r.closes.length}× (${[...new Set(r.closes)].join(', ')}), resumed` : '';
+  console.log(`${m}: ${r.rate} events/s on one connection (${r.seconds.toFixed(2)} s, peak RSS ${r.peakRssMiB} MiB${pub}${closed})`);
 }

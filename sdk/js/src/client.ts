@@ -51,6 +51,11 @@ export interface ConnectOptions {
   maxInFlightPublishes?: number;
   /** Commands waiting for a connection at most (default 1000). */
   maxQueuedCommands?: number;
+  /**
+   * A replay (subscribe with `since`) that brings no event for this long while the connection
+   * is open is given up: the connection is replaced and the subscription resumed (default 10000 ms).
+   */
+  replayStallMs?: number;
   /** A WebSocket constructor to use instead of the platform's / the `ws` package's. */
   WebSocket?: WebSocketConstructor;
 }
@@ -191,7 +196,7 @@ export class Bus extends Emitter<BusEvents> {
       reportGap: (gap) => this.emit('gap', gap),
       reportError: (err) => this.#report(err),
     };
-    this.#sweepTimer = setInterval(() => this.#requests.sweep(Date.now()), 250);
+    this.#sweepTimer = setInterval(() => this.#sweep(), 250);
     void this.#run();
   }
 
@@ -606,6 +611,22 @@ export class Bus extends Emitter<BusEvents> {
     return this.#state === 'closed';
   }
 
+  /** Deadlines: requests, and replays that stopped. */
+  #sweep(): void {
+    const now = Date.now();
+    this.#requests.sweep(now);
+    const conn = this.#conn;
+    if (!conn || this.#state !== 'connected') return;
+    const stallMs = this.#opts.replayStallMs ?? 10_000;
+    for (const sub of this.#subs.values()) {
+      if (sub.replayStalled(now, stallMs)) {
+        this.#report(new ArqonBusError('TIMEOUT', `replay of ${sub.name} stalled for ${stallMs} ms: reconnecting`));
+        conn.close(4000, 'replay stalled');
+        return;
+      }
+    }
+  }
+
   #setState(s: ConnectionState): void {
     if (this.#state !== 'closed') this.#state = s;
   }
@@ -623,6 +644,7 @@ export class Bus extends Emitter<BusEvents> {
     for (const w of waiters) w.resolve(conn.welcome);
     // Subscriptions first (each with `since`), then whatever waited for a connection.
     const subs = [...this.#subs.values()];
+    for (const sub of subs) sub.connectionChanged();
     const resumed = reconnect ? { left: subs.length } : null;
     for (const sub of subs) this.#sendSubscribe(sub, resumed);
     if (resumed && subs.length === 0) this.emit('resumed', { subscriptions: 0 });

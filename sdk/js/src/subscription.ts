@@ -73,6 +73,8 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
   #filling = false;
   #roomWaiter: (() => void) | null = null;
   #state: 'pending' | 'active' | 'closed' = 'pending';
+  /** While a replay runs: the newest offset it will reach, and when its last frame arrived. */
+  #replay: { target: number; lastArrival: number } | null = null;
   #resolveReady!: (r: SubscribeResult) => void;
   #rejectReady!: (e: unknown) => void;
   #readySettled = false;
@@ -107,6 +109,20 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
   /** The position of the last event delivered (what a resubscribe sends as `since`). */
   get position(): { epoch: string | null; offset: number } {
     return { epoch: this.#tracker.epoch, offset: this.#tracker.offset };
+  }
+
+  /** @internal State for diagnostics. */
+  get diagnostics(): Record<string, unknown> {
+    return {
+      replay: this.#replay,
+      state: this.#state,
+      offset: this.#tracker.offset,
+      latest: this.#tracker.latest,
+      filling: this.#filling,
+      waitingForRoom: this.#roomWaiter !== null,
+      waiters: this.#waiters.length,
+      iterating: this.#iterating,
+    };
   }
 
   /** Deliveries waiting in the iterator's buffer. */
@@ -153,6 +169,7 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
     if (this.#state === 'closed') return;
     this.#state = 'active';
     for (const g of this.#tracker.onSubscribed(res)) this.#gap(g);
+    this.#replay = res.replayed > 0 && res.offset !== null ? { target: res.offset, lastArrival: Date.now() } : null;
     if (!this.#readySettled) {
       this.#readySettled = true;
       this.#resolveReady(res);
@@ -169,12 +186,29 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
   /** @internal */
   onEvent(frame: EventFrame, text: string): void {
     if (this.#state !== 'active') return;
+    if (this.#replay) {
+      if (frame.offset >= this.#replay.target) this.#replay = null;
+      else this.#replay.lastArrival = Date.now();
+    }
     const own = this.options.echo === false && this.#host.isOwnClient(frame.from);
     const v = this.#tracker.onEvent(frame.offset, own, this.#hasRoom());
     if (v.gap) this.#gap(v.gap);
     if (v.action === 'deliver') this.#deliver(new ChannelEvent(frame, text, this.#tracker.epoch));
     else if (v.action === 'skip') this.#tracker.commit(frame.offset);
     else if (v.action === 'hole') void this.#fill();
+  }
+
+  /**
+   * @internal Whether a replay announced by the subscribe reply (`replayed` > 0) has brought
+   * nothing for `stallMs`: the bus then replaces the connection, and the resubscribe resumes it.
+   */
+  replayStalled(now: number, stallMs: number): boolean {
+    return this.#replay !== null && now - this.#replay.lastArrival > stallMs;
+  }
+
+  /** @internal A new connection: the previous one's replay is over. */
+  connectionChanged(): void {
+    this.#replay = null;
   }
 
   /** @internal The ack of this client's own publish on this channel. */
@@ -274,11 +308,15 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
         const room = this.#buffering() ? this.#bufferSize - this.#buffer.length : 1000;
         const limit = Math.max(1, Math.min(1000, room));
         const epoch = this.#tracker.epoch;
-        const page = await this.#host.fillHistory(this.room, this.channel, this.#tracker.offset, limit);
+        const since = this.#tracker.offset;
+        const page = await this.#host.fillHistory(this.room, this.channel, since, limit);
         // A new epoch: the server ends this subscription (history_lost); the resubscribe reports the gap.
         if (this.#state !== 'active' || page.epoch !== epoch || this.#tracker.epoch !== epoch) return;
+        // Live delivery may have moved the position on while the page was read.
         const events = page.events.filter((e) => e.offset > this.#tracker.offset);
-        const gap = this.#tracker.onHistoryPage(events.length > 0 ? events[0]!.offset : null, page.offset);
+        let gap = null;
+        if (events.length > 0) gap = this.#tracker.onHistoryPage(events[0]!.offset, page.offset);
+        else if (page.events.length === 0 && this.#tracker.offset === since) gap = this.#tracker.onHistoryPage(null, page.offset);
         if (gap) this.#gap(gap);
         for (const e of events) {
           const own = this.options.echo === false && this.#host.isOwnClient(e.from);
