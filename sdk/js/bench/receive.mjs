@@ -24,6 +24,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from '../dist/index.js';
 import { ArqonNode } from '../test/harness.mjs';
+import { reply, scriptedWebSocket } from '../test/scripted-websocket.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const arg = (name, fallback) => {
@@ -118,39 +119,23 @@ async function receive(sub, total) {
   return { rate: Math.round((total - 1) / seconds), seconds, peakRssMiB: Math.round(peakRss / 2 ** 20) };
 }
 
-/** A WebSocket stand-in: welcome, a subscribe reply, then `events` prepared frames. */
+/** A WebSocket stand-in: a subscribe reply, then `events` prepared frames, 1000 per macrotask. */
 function fakeWebSocket(events) {
   const frames = Array.from(
     { length: events },
     (_, i) =>
       `{"version":"1.0","type":"event","id":"arq_01a217ba-127b-7b3f-8f62-2c04a4aa${String(i).padStart(6, '0')}","room":"bench","channel":"c","offset":${i + 1},"from":"c_8ec1f3ecc6c1e70e5a989db199c31659","user":null,"timestamp":"2026-11-26T12:00:00.123Z","payload":{"seq":${i},"sensor":"bench","value":21.5,"unit":"C"}}`,
   );
-  return class FakeWebSocket {
-    readyState = 1;
-    bufferedAmount = 0;
-    #listeners = {};
-    constructor() {
-      setTimeout(() => this.#emit('message', { data: '{"version":"1.0","type":"system","event":"welcome","payload":{"client_id":"c_0","user":null,"node":"fake","protocol":"1.0","server":"fake","heartbeat_s":25,"limits":{"max_frame_bytes":65536,"publish_rate_per_s":50,"publish_burst":100,"max_subscriptions":256}}}' }));
-    }
-    addEventListener(type, fn) {
-      (this.#listeners[type] ??= []).push(fn);
-    }
-    #emit(type, ev) {
-      for (const fn of this.#listeners[type] ?? []) fn(ev);
-    }
-    send(text) {
-      const f = JSON.parse(text);
-      if (f.command !== 'subscribe') return;
-      this.#emit('message', { data: `{"version":"1.0","type":"reply","request_id":"${f.id}","result":{"room":"bench","channel":"c","epoch":"e","offset":0,"recovered":null,"replayed":0}}` });
-      let i = 0;
-      const pump = () => {
-        for (const end = Math.min(i + 1000, frames.length); i < end; i++) this.#emit('message', { data: frames[i] });
-        if (i < frames.length) setImmediate(pump);
-      };
-      setImmediate(pump);
-    }
-    close() {}
-  };
+  return scriptedWebSocket((frame, deliver) => {
+    if (frame.command !== 'subscribe') return;
+    deliver(reply(frame, { room: 'bench', channel: 'c', epoch: 'e', offset: 0, recovered: null, replayed: 0 }));
+    let i = 0;
+    const pump = () => {
+      for (const end = Math.min(i + 1000, frames.length); i < end; i++) deliver(frames[i]);
+      if (i < frames.length) setImmediate(pump);
+    };
+    setImmediate(pump);
+  });
 }
 
 // What happened to the connection, printed when the receive path stalls.

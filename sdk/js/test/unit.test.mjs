@@ -6,6 +6,7 @@ import { arrayElements, findMember, historyEventTexts, payloadText, rawJson } fr
 import { jwtExpiryMs, refreshAtMs, tokenParts } from '../dist/token.js';
 import { OffsetTracker } from '../dist/tracker.js';
 import { signJwt } from './harness.mjs';
+import { reply, scriptedWebSocket } from './scripted-websocket.mjs';
 
 const sub = (o) => ({ room: 'r', channel: 'c', epoch: 'e1', offset: null, recovered: null, replayed: 0, ...o });
 
@@ -186,35 +187,16 @@ test('replay stall: a replay that stops is given up, the connection replaced and
   const subscribes = [];
   const event = (o) => `{"version":"1.0","type":"event","id":"arq_${o}","room":"r","channel":"c","offset":${o},"from":"c_x","user":null,"timestamp":"t","payload":${o}}`;
   // A scripted server: the first connection's replay stops after offset 3.
-  class ScriptedWebSocket {
-    readyState = 1;
-    bufferedAmount = 0;
-    #listeners = {};
-    constructor() {
-      this.n = subscribes.length;
-      setTimeout(() => this.#emit('message', { data: '{"type":"system","event":"welcome","payload":{"client_id":"c_x","user":null,"node":"n","protocol":"1.0","server":"s","heartbeat_s":25,"limits":{"max_frame_bytes":65536,"publish_rate_per_s":50,"publish_burst":100,"max_subscriptions":256}}}' }));
-    }
-    addEventListener(type, fn) {
-      (this.#listeners[type] ??= []).push(fn);
-    }
-    #emit(type, ev) {
-      for (const fn of this.#listeners[type] ?? []) fn(ev);
-    }
-    send(text) {
-      const f = JSON.parse(text);
-      if (f.command !== 'subscribe') return;
-      const since = f.args.since.offset;
-      subscribes.push(since);
-      const last = subscribes.length === 1 ? 3 : 10;
-      this.#emit('message', { data: `{"type":"reply","request_id":"${f.id}","result":{"room":"r","channel":"c","epoch":"e","offset":10,"recovered":true,"replayed":${10 - since}}}` });
-      setTimeout(() => {
-        for (let o = since + 1; o <= last; o++) this.#emit('message', { data: event(o) });
-      }, 5);
-    }
-    close(code) {
-      setTimeout(() => this.#emit('close', { code, reason: '' }), 1);
-    }
-  }
+  const ScriptedWebSocket = scriptedWebSocket((frame, deliver) => {
+    if (frame.command !== 'subscribe') return;
+    const since = frame.args.since.offset;
+    subscribes.push(since);
+    const last = subscribes.length === 1 ? 3 : 10;
+    deliver(reply(frame, { room: 'r', channel: 'c', epoch: 'e', offset: 10, recovered: true, replayed: 10 - since }));
+    setTimeout(() => {
+      for (let o = since + 1; o <= last; o++) deliver(event(o));
+    }, 5);
+  });
   const bus = connect('ws://scripted/ws', { WebSocket: ScriptedWebSocket, replayStallMs: 300 });
   const errors = [];
   bus.on('error', (e) => errors.push(e.code));
