@@ -11,7 +11,9 @@ test('S09 restart of a memory node: the lost history reaches the user as a gap, 
   const node = await new ArqonNode({ env: fast }).start();
   t.after(() => node.stop());
   const room = uniqueRoom();
-  const sub = connect(node.wsUrl, { reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
+  let asked = 0;
+  const urlProvider = async () => (asked++, node.wsUrl); // asked before every connection attempt
+  const sub = connect(urlProvider, { reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
   const pub = connect(node.wsUrl, { reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
   t.after(() => Promise.all([sub.close(), pub.close()]));
   const s = sub.subscribe(room, 'c');
@@ -29,6 +31,7 @@ test('S09 restart of a memory node: the lost history reaches the user as a gap, 
   assert.equal(gap.from, 6);
   assert.equal(gap.previousEpoch, first.epoch);
   assert.notEqual(gap.epoch, first.epoch);
+  assert.ok(asked >= 2, 'the URL provider was asked again for the reconnect');
   const after = [await next(), await next(), await next()];
   assert.deepEqual(
     after.map((e) => [e.offset, e.payload.n, e.epoch]),
