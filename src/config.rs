@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod hardening;
 pub mod net;
+mod telemetry;
 
 pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
 pub use hardening::FRAME_OVERHEAD;
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "arqonbus.toml";
@@ -88,6 +90,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[server]`
@@ -416,6 +420,7 @@ impl Config {
         }
         self.validate_backplane()?;
         self.validate_hardening()?;
+        self.validate_telemetry()?;
         self.auth.validate()?;
         self.http.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -498,7 +503,7 @@ impl Config {
 }
 
 /// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
-pub const SECTIONS: [&str; 7] = ["server", "limits", "channels", "backplane", "auth", "http", "log"];
+pub const SECTIONS: [&str; 8] = ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry"];
 
 /// Refuses `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by a single
 /// underscore is a mistyped setting, not a variable of another tool.

@@ -173,6 +173,7 @@ impl ConnHandle {
 
     /// Called by the writer after it handed `bytes` to the socket.
     pub fn written(&self, bytes: usize) {
+        metrics().bytes_out.inc_by(bytes as u64);
         self.release(bytes);
         if self.pacing.load(Ordering::SeqCst) > 0 {
             self.drained.notify_waiters();

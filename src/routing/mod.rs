@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backplane::{GoneReason, Inbound, LiveEvent};
-use crate::protocol::{close, unsubscribed_frame, ChannelKey, Frame, Target};
+use crate::protocol::{close, event_timestamp_ms, unsubscribed_frame, ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
 pub use conn::{ConnHandle, OutboxLimits};
@@ -216,7 +216,14 @@ impl Inbound for Router {
             }
             n += u64::from(sub.push(Some(ev.offset), &ev.frame));
         }
-        metrics().messages_out.inc_by(n);
+        drop(shard);
+        let m = metrics();
+        m.messages_out.inc_by(n);
+        if let Some(stored) = event_timestamp_ms(ev.frame.as_str()) {
+            let lag_ms = (chrono::Utc::now().timestamp_millis() - stored).max(0);
+            m.delivery_lag.observe(lag_ms as f64 / 1000.0);
+        }
+        crate::telemetry::trace::delivered(&ev.key, ev.frame.as_str(), ev.offset, n);
     }
 
     fn on_system(&self, key: &ChannelKey, frame: &Frame) {
