@@ -366,7 +366,10 @@ mod tests {
     fn metadata_with_replaces_or_adds_one_key_and_keeps_the_rest() {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
         let m = raw(r#"{"b":"caf\u00e9","traceparent":"old","a":"x"}"#);
-        assert_eq!(metadata_with(Some(&m), "traceparent", "new").get(), r#"{"b":"caf\u00e9","traceparent":"new","a":"x"}"#);
+        assert_eq!(
+            metadata_with(Some(&m), "traceparent", "new").get(),
+            r#"{"b":"caf\u00e9","traceparent":"new","a":"x"}"#
+        );
         let m = raw(r#"{"z":"1" , "a":"2"}"#);
         assert_eq!(metadata_with(Some(&m), "traceparent", "t").get(), r#"{"traceparent":"t","z":"1" , "a":"2"}"#);
         assert_eq!(metadata_with(Some(&raw("{ }")), "k", "v").get(), r#"{"k":"v"}"#);

@@ -22,7 +22,17 @@ pub fn init_logging(cfg: &LogConfig, tracing: Option<&Tracing>) {
     // The spans of a message are recorded whatever the log level.
     let spans = tracing.map(|t| {
         let targets = tracing_subscriber::filter::Targets::new().with_target("arqonbus", tracing::Level::INFO);
-        tracing_opentelemetry::layer().with_tracer(t.provider().tracer("arqonbus")).with_filter(targets)
+        tracing_opentelemetry::layer()
+            .with_tracer(t.provider().tracer("arqonbus"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(targets)
     });
     let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
+    if let Some(t) = tracing {
+        let r = t.resolved();
+        tracing::info!(protocol = ?r.protocol, endpoint = ?r.endpoint, ratio = ?r.ratio, "tracing to OTLP");
+    }
 }

@@ -11,7 +11,9 @@ pub mod trace;
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub use logs::init_logging;
 pub use otel::{enabled as tracing_enabled, resolve as resolve_tracing, start as start_tracing, Resolved, Tracing};

@@ -65,11 +65,17 @@ pub fn resolve(cfg: &TelemetryConfig) -> Option<Resolved> {
 
 /// A running pipeline; [`Tracing::shutdown`] flushes it (bounded).
 pub struct Tracing {
+    resolved: Resolved,
     provider: SdkTracerProvider,
     flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Tracing {
+    /// What the pipeline was resolved to.
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
+    }
+
     /// The provider the `tracing` layer records into.
     pub fn provider(&self) -> &SdkTracerProvider {
         &self.provider
@@ -89,21 +95,23 @@ impl Tracing {
 /// fails open.
 pub fn start(cfg: &TelemetryConfig, node: &str) -> Option<Tracing> {
     let resolved = resolve(cfg)?;
-    let exporter = match build_exporter(&resolved) {
+    let mut exporter = match build_exporter(&resolved) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up the OTLP exporter; tracing stays off");
             return None;
         }
     };
+    let resource = resource(node);
+    // The exporter sends the resource with every batch (the processor owns the exporter).
+    exporter.set_resource(&resource);
     let (processor, flush) = BoundedProcessor::start(exporter);
-    let mut builder = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource(node));
+    let mut builder = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource);
     if let Some(r) = resolved.ratio {
         builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))));
     }
     ENABLED.store(true, Ordering::Relaxed);
-    tracing::info!(protocol = ?resolved.protocol, endpoint = ?resolved.endpoint, "tracing to OTLP");
-    Some(Tracing { provider: builder.build(), flush })
+    Some(Tracing { resolved, provider: builder.build(), flush })
 }
 
 fn build_exporter(r: &Resolved) -> Result<opentelemetry_otlp::SpanExporter, String> {
@@ -139,7 +147,8 @@ fn build_exporter(r: &Resolved) -> Result<opentelemetry_otlp::SpanExporter, Stri
 /// `service.version`, `service.instance.id` (the node), and the pod from the downward API.
 fn resource(node: &str) -> Resource {
     let named = env("OTEL_SERVICE_NAME").is_some()
-        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || env("OTEL_RESOURCE_ATTRIBUTES")
+            .is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
     let mut b = Resource::builder();
     if !named {
         b = b.with_service_name("arqonbus");
@@ -210,7 +219,14 @@ impl BoundedProcessor {
         let (flush_tx, flush_rx) = mpsc::channel(4);
         let last_warn = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        tokio::spawn(export_loop(exporter, rx, flush_rx, ExportRules { batch, delay, timeout }, last_warn.clone(), started));
+        tokio::spawn(export_loop(
+            exporter,
+            rx,
+            flush_rx,
+            ExportRules { batch, delay, timeout },
+            last_warn.clone(),
+            started,
+        ));
         (Self { tx, last_warn, started }, flush_tx)
     }
 }

@@ -92,7 +92,9 @@ impl Publish {
 
     /// The event's offset once stored.
     pub fn stored(&self, offset: u64) {
-        self.span.record("arqonbus.offset", offset);
+        self.span.record("arqonbus.offset", offset as i64);
+        let _g = self.span.enter();
+        tracing::debug!(offset, "event stored");
     }
 
     /// The publish failed with `code`.
@@ -134,8 +136,8 @@ pub fn delivered(key: &ChannelKey, frame: &str, offset: u64, recipients: u64) {
         messaging.system = "arqonbus",
         messaging.destination.name = %key,
         messaging.operation.type = "process",
-        messaging.batch.message_count = recipients,
-        arqonbus.offset = offset,
+        messaging.batch.message_count = recipients as i64,
+        arqonbus.offset = offset as i64,
     );
     let _ = span.set_parent(remote_context((tp, meta.tracestate.as_deref())));
 }
@@ -163,7 +165,7 @@ pub fn reading(what: &'static str, key: &ChannelKey) -> Span {
 /// Records how many events a reading span read.
 pub fn read_count(span: &Span, n: u64) {
     if !span.is_none() {
-        span.record("messaging.batch.message_count", n);
+        span.record("messaging.batch.message_count", n as i64);
         let _ = traceparent_of(span);
     }
 }
