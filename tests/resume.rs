@@ -196,7 +196,8 @@ async fn a_replay_during_a_live_flood_runs_to_its_end_or_closes_with_4008_never_
         p.ok("ping", json!({})).await;
     });
     let reply = s.wait_for("sub").await;
-    assert_eq!(reply["result"]["replayed"], 8000, "{reply}");
+    // At least the backlog (live events that beat the subscription are replayed too).
+    assert!(reply["result"]["replayed"].as_u64() >= Some(8000), "{reply}");
     let mut next = 1u64;
     // Every frame comes within WAIT (a stall panics): all 11,000 in order, or a 4008 close.
     while next <= 11_000 {
