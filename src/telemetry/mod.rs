@@ -45,6 +45,8 @@ pub struct Metrics {
     pub backplane_gone: IntCounterVec,
     /// Connections dropped because their socket accepted no bytes for `limits.write_timeout_ms`.
     pub write_timeouts: IntCounter,
+    /// 1 when the node reaches its backplane (the readiness check), 0 when not; set at each scrape.
+    pub backplane_healthy: IntGauge,
     /// Publish latency, frame received → ack ready, by `source` (`ws`, `http`).
     pub publish_duration: HistogramVec,
     /// Event stored → frame queued to this node's subscribers (on Redis: the cross-node latency).
@@ -118,6 +120,7 @@ fn build() -> Metrics {
             "write_timeouts_total",
             "Connections dropped because their socket accepted no bytes for the write timeout",
         ),
+        backplane_healthy: gauge("backplane_healthy", "1 when the node reaches its backplane, 0 when not"),
         publish_duration: histogram_vec(
             "publish_duration_seconds",
             "Publish latency: frame received to ack ready",
@@ -145,7 +148,8 @@ fn build() -> Metrics {
             "Bytes queued to clients (events, replays, replies) and not yet written to their sockets",
         ),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        Box::new(m.backplane_healthy.clone()),
         Box::new(m.publish_duration.clone()),
         Box::new(m.delivery_lag.clone()),
         Box::new(m.backplane_duration.clone()),
@@ -173,8 +177,26 @@ fn build() -> Metrics {
             tracing::warn!(error = %e, "metric registration failed");
         }
     }
+    // Every known label value exists from the start at 0, so that rates and alerts see a
+    // series before the first event.
+    for code in crate::protocol::ErrorCode::ALL {
+        m.errors.with_label_values(&[code.as_str()]);
+    }
+    for reason in ["history_lost", "channel_deleted"] {
+        m.backplane_gone.with_label_values(&[reason]);
+    }
+    for code in ["1001", "1003", "1007", "1008", "1009", "1012", "4001", "4008"] {
+        m.closes.with_label_values(&[code]);
+    }
+    for reason in REFUSALS {
+        m.refused.with_label_values(&[reason]);
+    }
     m
 }
+
+/// The `reason` labels of `arqonbus_connections_refused_total`.
+pub const REFUSALS: [&str; 9] =
+    ["draining", "origin", "protocol", "rate", "unauthorized", "auth_unavailable", "limit", "user_limit", "pending"];
 
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {

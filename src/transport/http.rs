@@ -39,7 +39,9 @@ pub async fn version() -> Json<Value> {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics_text() -> Response {
+pub async fn metrics_text(State(st): State<Shared>) -> Response {
+    let healthy = st.node.backplane.healthy().await;
+    crate::telemetry::metrics().backplane_healthy.set(i64::from(healthy));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::telemetry::render()).into_response()
 }
 
