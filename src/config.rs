@@ -345,7 +345,8 @@ impl Config {
     ///
     /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed("ARQONBUS_").split("__").ignore(&["config"]))
+        check_env_names(std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()))?;
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
@@ -364,6 +365,10 @@ impl Config {
     /// Checks every value once; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        if let Some(key) = serde_json::to_value(self).ok().as_ref().and_then(over_toml_integers) {
+            // The environment can hold more, but `arqonbus config` could not print it as a file.
+            return Err(ConfigError::Load(format!("{key}: must be at most {} (the largest TOML integer)", i64::MAX)));
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             return bad("server.listen", "must be an IP address and port, e.g. 127.0.0.1:8080");
         }
@@ -492,6 +497,40 @@ impl Config {
     }
 }
 
+const ENV_PREFIX: &str = "ARQONBUS_";
+
+/// figment skips an `ARQONBUS_` variable whose key has an empty part (`ARQONBUS_LIMITS____X`,
+/// `ARQONBUS_LIMITS__`, `ARQONBUS_`): like any other unknown key, it is refused by name.
+fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    for name in names {
+        let name = name.trim();
+        let (Some(prefix), Some(key)) = (name.get(..ENV_PREFIX.len()), name.get(ENV_PREFIX.len()..)) else {
+            continue;
+        };
+        if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
+            continue;
+        }
+        if key.replace("__", ".").trim().split('.').any(str::is_empty) {
+            let why = "names no key (parts are joined by a double underscore, e.g. ARQONBUS_LIMITS__MAX_FRAME_BYTES)";
+            return Err(ConfigError::Load(format!("environment variable {name}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+/// The dotted key of the first integer over `i64::MAX`, the largest a TOML file holds.
+fn over_toml_integers(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Some(String::new()),
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            over_toml_integers(v).map(|rest| if rest.is_empty() { k.clone() } else { format!("{k}.{rest}") })
+        }),
+        Value::Array(items) => items.iter().find_map(over_toml_integers),
+        _ => None,
+    }
+}
+
 /// Figment errors can be chained; show each with the key path and the source.
 fn flatten(e: figment::Error) -> String {
     e.into_iter()
@@ -542,6 +581,34 @@ mod tests {
             assert!(e.contains("heartbeat_s"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn integers_a_config_file_cannot_hold_are_refused() {
+        // Found by tests/fuzz_config.rs: accepted from the environment, then `arqonbus config`
+        // printed "# cannot render configuration" instead of the configuration.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_SERVER__MAX_CONNECTIONS", "9223372036854775808");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("server.max_connections: must be at most 9223372036854775807"), "{e}");
+            jail.set_env("ARQONBUS_SERVER__MAX_CONNECTIONS", "9223372036854775807");
+            let printed = Config::load(None).map_err(|e| e.to_string())?.to_toml();
+            assert!(printed.contains("max_connections = 9223372036854775807"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn variables_that_name_no_key_are_refused() {
+        // Found by tests/fuzz_config.rs: figment skipped these silently.
+        for name in ["ARQONBUS_", "ARQONBUS_LIMITS__", "ARQONBUS_LIMITS____MAX_FRAME_BYTES", "arqonbus___x"] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(name, "2048");
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains(&format!("environment variable {name}: names no key")), "{e}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
