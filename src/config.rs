@@ -345,7 +345,9 @@ impl Config {
     ///
     /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        check_env_names(std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()))?;
+        check_env(
+            std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())),
+        )?;
         Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
     }
 
@@ -499,10 +501,14 @@ impl Config {
 
 const ENV_PREFIX: &str = "ARQONBUS_";
 
-/// figment skips an `ARQONBUS_` variable whose key has an empty part (`ARQONBUS_LIMITS____X`,
-/// `ARQONBUS_LIMITS__`, `ARQONBUS_`): like any other unknown key, it is refused by name.
-fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-    for name in names {
+/// Refuses, by name, the `ARQONBUS_` variables figment would mishandle:
+/// - a key with an empty part (`ARQONBUS_`, `ARQONBUS_LIMITS__`, `ARQONBUS_LIMITS____X`), which
+///   figment skips, where any other unknown key is refused;
+/// - a quoted value (`"…"`, also inside `[…]` or `{…}`) with an escape after a non-ASCII
+///   character: figment 0.10 unescapes at a character count taken for a byte offset, and panics
+///   or drops text.
+fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (name, value) in vars {
         let name = name.trim();
         let (Some(prefix), Some(key)) = (name.get(..ENV_PREFIX.len()), name.get(ENV_PREFIX.len()..)) else {
             continue;
@@ -510,10 +516,16 @@ fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigErro
         if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
             continue;
         }
-        if key.replace("__", ".").trim().split('.').any(str::is_empty) {
-            let why = "names no key (parts are joined by a double underscore, e.g. ARQONBUS_LIMITS__MAX_FRAME_BYTES)";
-            return Err(ConfigError::Load(format!("environment variable {name}: {why}")));
-        }
+        let why = if key.replace("__", ".").trim().split('.').any(str::is_empty) {
+            "names no key (parts are joined by a double underscore, e.g. ARQONBUS_LIMITS__MAX_FRAME_BYTES)"
+        } else if value.trim_start().starts_with(['"', '[', '{'])
+            && value.find(|c: char| !c.is_ascii()).is_some_and(|at| value[at..].contains('\\'))
+        {
+            "a quoted value cannot have a \\ escape after a non-ASCII character (write the character itself)"
+        } else {
+            continue;
+        };
+        return Err(ConfigError::Load(format!("environment variable {name}: {why}")));
     }
     Ok(())
 }
@@ -609,6 +621,28 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn quoted_values_figment_would_cut_are_refused() {
+        // Found by tests/fuzz_config.rs: figment panicked on the first, and read "é\n" from the
+        // second.
+        for value in [r#""טּ\᨞""#, r#""éé\n""#, r#"["é\t"]"#] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("ARQONBUS_SERVER__NODE_ID", value);
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains("environment variable ARQONBUS_SERVER__NODE_ID: a quoted value"), "{e}");
+                Ok(())
+            });
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_SERVER__NODE_ID", r#""node\u002da""#);
+            assert_eq!(Config::load(None).map_err(|e| e.to_string())?.server.node_id.as_deref(), Some("node-a"));
+            // Unquoted, the value is taken as it is: here, refused as a name.
+            jail.set_env("ARQONBUS_SERVER__NODE_ID", "é\\n");
+            assert!(Config::load(None).unwrap_err().to_string().contains("server.node_id: must be"));
+            Ok(())
+        });
     }
 
     #[test]
