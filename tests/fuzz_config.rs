@@ -505,7 +505,8 @@ fn env_var() -> impl Strategy<Value = (String, String)> {
         path().prop_map(|p| format!("ARQONBUS_{}", p.join("__").to_uppercase())),
         "ARQONBUS_[A-Za-z0-9_]{0,24}",
     ];
-    let value = prop_oneof!["\\PC{0,24}", "[0-9]{1,22}", Just("[\"*\"]".to_owned()), Just("{a=1}".to_owned())];
+    let quoted = ("[\"\\[{]", "\\PC{0,6}", "\\PC{0,6}").prop_map(|(open, a, b)| format!("{open}{a}\\{b}\""));
+    let value = prop_oneof!["\\PC{0,24}", "[0-9]{1,22}", quoted, Just("[\"*\"]".to_owned()), Just("{a=1}".to_owned())];
     (name.prop_filter("a variable name", |n| !n.contains(['=', '\0']) && !n.trim().is_empty()), value)
 }
 
