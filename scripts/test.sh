@@ -29,6 +29,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# The test runner: cargo-nextest runs each test in its own process (tests read per-process
+# metrics). Installed from crates.io when missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest (missing)"
+  cargo install cargo-nextest --locked
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -50,3 +57,17 @@ trap 'kill "$(cat "$redis_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 TEST_REDIS_URL="redis://127.0.0.1:$port" cargo nextest run --locked --no-fail-fast --test-threads 4 \
   -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus)'
+
+# The release binary: what the image ships, and the server the SDK suites run against.
+echo "==> cargo build --release"
+cargo build --release --locked --bin arqonbus
+export ARQONBUS_BIN="$PWD/target/release/arqonbus"
+
+echo "==> deployment: Helm chart, kustomize overlays, Dockerfile (offline)"
+./scripts/test-deploy.sh
+
+echo "==> Python SDK"
+./sdk/python/test.sh
+
+echo "==> TypeScript SDK (Node and headless Chromium)"
+./sdk/js/test.sh

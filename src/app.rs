@@ -6,7 +6,7 @@
 //! documented order.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +19,11 @@ use crate::auth::{
     jwt_algorithm, Authenticator, JwksSource, JwksStore, JwtAuthenticator, JwtKeys, JwtRules, NoAuth, VerifyKey,
     WebhookAuthenticator,
 };
-use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError};
+use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError, Timed};
 use crate::commands::Node;
 use crate::config::{AuthConfig, AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
-use crate::transport::{routes, Shared};
+use crate::transport::Shared;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,8 @@ pub struct RunningNode {
     server: JoinHandle<()>,
 }
 
-fn default_node_id() -> String {
+/// A node id for a node whose configuration names none: the host name and a random suffix.
+pub fn default_node_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| crate::protocol::validate_name(h).is_ok() && h.len() <= 56);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     format!("{}-{suffix}", host.as_deref().unwrap_or("arqonbus"))
@@ -184,21 +185,11 @@ async fn serve(
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
     let auth = authenticator(&config, &tracker, &drain).await?;
+    let backplane: Arc<dyn Backplane> = Arc::new(Timed(backplane));
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let stop_accepting = CancellationToken::new();
-    let shared = Shared {
-        node: node.clone(),
-        drain: drain.clone(),
-        tracker: tracker.clone(),
-        admitted: Arc::new(AtomicUsize::new(0)),
-    };
-    let app = routes(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = stop_accepting.clone();
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-            tracing::error!(error = %e, "listener failed");
-        }
-    });
+    let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
+    let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
     Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
 }

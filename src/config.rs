@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod hardening;
 pub mod net;
+mod telemetry;
 
 pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
 pub use hardening::FRAME_OVERHEAD;
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "arqonbus.toml";
@@ -88,6 +90,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[server]`
@@ -345,10 +349,14 @@ impl Config {
     ///
     /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        check_env(
-            std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())),
-        )?;
-        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+        let vars =
+            std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()));
+        check_env(vars)?;
+        // Only `ARQONBUS_<SECTION>__<KEY>` is configuration; other `ARQONBUS_*` variables
+        // (`ARQONBUS_CONFIG`, the load generator's `ARQONBUS_BENCH_*`, a harness's
+        // `ARQONBUS_BIN`) are not read as settings.
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|k| k.as_str().contains('.'));
+        Self::load_from(file, env)
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
@@ -418,6 +426,7 @@ impl Config {
         }
         self.validate_backplane()?;
         self.validate_hardening()?;
+        self.validate_telemetry()?;
         self.auth.validate()?;
         self.http.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -501,22 +510,29 @@ impl Config {
 
 const ENV_PREFIX: &str = "ARQONBUS_";
 
-/// Refuses, by name, the `ARQONBUS_` variables figment would mishandle:
-/// - a key with an empty part (`ARQONBUS_`, `ARQONBUS_LIMITS__`, `ARQONBUS_LIMITS____X`), which
+/// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
+pub const SECTIONS: [&str; 8] = ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry"];
+
+/// Refuses, by name, the `ARQONBUS_` variables that would not do what they say:
+/// - a section name followed by a single underscore (`ARQONBUS_LIMITS_MAX_FRAME_BYTES`): a
+///   mistyped setting, not a variable of another tool;
+/// - a setting whose key has an empty part (`ARQONBUS_LIMITS__`, `ARQONBUS_LIMITS____X`), which
 ///   figment skips, where any other unknown key is refused;
-/// - a quoted value (`"…"`, also inside `[…]` or `{…}`) with an escape after a non-ASCII
-///   character: figment 0.10 unescapes at a character count taken for a byte offset, and panics
-///   or drops text.
+/// - a setting whose quoted value (`"…"`, also inside `[…]` or `{…}`) has an escape after a
+///   non-ASCII character: figment 0.10 unescapes at a character count taken for a byte offset,
+///   and panics or drops text.
 fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in vars {
+        mistyped_section(&name)?;
         let name = name.trim();
         let (Some(prefix), Some(key)) = (name.get(..ENV_PREFIX.len()), name.get(ENV_PREFIX.len()..)) else {
             continue;
         };
-        if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
+        let key = key.replace("__", ".");
+        if !prefix.eq_ignore_ascii_case(ENV_PREFIX) || !key.contains('.') {
             continue;
         }
-        let why = if key.replace("__", ".").trim().split('.').any(str::is_empty) {
+        let why = if key.trim().split('.').any(str::is_empty) {
             "names no key (parts are joined by a double underscore, e.g. ARQONBUS_LIMITS__MAX_FRAME_BYTES)"
         } else if value.trim_start().starts_with(['"', '[', '{'])
             && value.find(|c: char| !c.is_ascii()).is_some_and(|at| value[at..].contains('\\'))
@@ -526,6 +542,23 @@ fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigE
             continue;
         };
         return Err(ConfigError::Load(format!("environment variable {name}: {why}")));
+    }
+    Ok(())
+}
+
+/// `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by one underscore.
+fn mistyped_section(name: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else { return Ok(()) };
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains("__") {
+        return Ok(());
+    }
+    if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
+        let key = &rest[section.len() + 1..];
+        return Err(ConfigError::Load(format!(
+            "{name}: nested keys take a double underscore: ARQONBUS_{}__{key}",
+            section.to_ascii_uppercase()
+        )));
     }
     Ok(())
 }
@@ -563,6 +596,31 @@ fn flatten(e: figment::Error) -> String {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_name_every_part_of_the_configuration() {
+        let v = toml::Value::try_from(Config::default()).unwrap();
+        let mut names: Vec<&str> = v.as_table().unwrap().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut want = SECTIONS.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn other_arqonbus_variables_are_not_settings_but_mistyped_ones_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_BIN", "/usr/local/bin/arqonbus");
+            jail.set_env("ARQONBUS_BENCH_URL", "ws://127.0.0.1:8080/ws");
+            jail.set_env("ARQONBUS_LIMITS__HEARTBEAT_S", "7");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.heartbeat_s, 7);
+            jail.set_env("ARQONBUS_LIMITS_HEARTBEAT_S", "9");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("ARQONBUS_LIMITS__HEARTBEAT_S"), "{e}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_are_valid() {
@@ -613,7 +671,7 @@ mod tests {
     #[test]
     fn variables_that_name_no_key_are_refused() {
         // Found by tests/fuzz_config.rs: figment skipped these silently.
-        for name in ["ARQONBUS_", "ARQONBUS_LIMITS__", "ARQONBUS_LIMITS____MAX_FRAME_BYTES", "arqonbus___x"] {
+        for name in ["ARQONBUS_LIMITS__", "ARQONBUS_LIMITS____MAX_FRAME_BYTES", "arqonbus___x"] {
             figment::Jail::expect_with(|jail| {
                 jail.set_env(name, "2048");
                 let e = Config::load(None).unwrap_err().to_string();

@@ -270,3 +270,12 @@ async fn jwt_algorithm_pins_the_hmac_variant() {
     let hs256 = encode(&Header::default(), &claims, &key).unwrap();
     assert_eq!(Client::connect_with(node.addr(), Some(&hs256)).await.err(), Some(401));
 }
+
+#[tokio::test]
+async fn a_token_whose_presence_info_is_over_4_kib_is_refused() {
+    let node = start(auth_config()).await;
+    let fits = token("alice", 3600, json!({"subscribe":["*:*"],"info":{"bio":"x".repeat(4000)}}));
+    assert!(Client::connect_with(node.addr(), Some(&fits)).await.is_ok());
+    let big = token("alice", 3600, json!({"subscribe":["*:*"],"info":{"bio":"x".repeat(5000)}}));
+    assert_eq!(Client::connect_with(node.addr(), Some(&big)).await.err(), Some(401));
+}

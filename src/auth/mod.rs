@@ -59,9 +59,19 @@ impl Claims {
         if self.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
+        // `info` is copied into every presence entry and `join`/`leave` frame of the user.
+        let info_bytes = serde_json::to_string(&self.arqonbus.info).map_or(usize::MAX, |s| s.len());
+        if info_bytes > MAX_INFO_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "arqonbus.info takes {info_bytes} bytes, more than {MAX_INFO_BYTES}"
+            )));
+        }
         Ok(Identity { user: Some(self.sub), permissions: self.arqonbus, expires_at: self.exp })
     }
 }
+
+/// Largest `arqonbus.info` claim, as JSON (it is shown in presence).
+pub const MAX_INFO_BYTES: usize = 4096;
 
 /// The permission claims (§5): `{"subscribe":[…],"publish":[…],"private":bool,"admin":bool,"info":{…}}`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

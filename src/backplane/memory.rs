@@ -49,9 +49,14 @@ impl Channels {
         Some(chan)
     }
 
-    /// LimitExceeded when one more channel in `key`'s room would pass a cap.
+    /// LimitExceeded when one more channel in `key`'s room would pass a cap (the server's own
+    /// `_` rooms are not counted against them).
     fn check_caps(&self, key: &ChannelKey, limits: &ChannelLimits) -> BpResult<()> {
-        if self.map.len() >= limits.per_node {
+        if key.is_reserved() {
+            return Ok(());
+        }
+        let reserved = self.rooms.iter().filter(|(r, _)| r.starts_with('_')).map(|(_, n)| n.len()).sum::<usize>();
+        if self.map.len() - reserved >= limits.per_node {
             return Err(BackplaneError::LimitExceeded(format!(
                 "this node holds its maximum of {} channels",
                 limits.per_node

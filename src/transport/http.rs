@@ -68,6 +68,14 @@ fn forbidden(r: ApiRefusal) -> ErrorBody {
     ErrorBody::new(ErrorCode::Forbidden, r.to_string())
 }
 
+/// 408: the body did not arrive within `server.body_timeout_ms`; nothing was published.
+fn body_timeout() -> Response {
+    crate::telemetry::metrics().errors.with_label_values(&["TIMEOUT"]).inc();
+    let msg = "the request body did not arrive in time (server.body_timeout_ms); nothing was published";
+    let body = json!({ "error": { "code": "TIMEOUT", "message": msg } });
+    (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], Json(body)).into_response()
+}
+
 /// `POST /v1/publish` with `{"room","channel","payload","metadata"?,"idempotency_key"?}`.
 pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     let grant = match api_grant(&st, &headers, ApiScope::Publish) {
@@ -75,8 +83,13 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
         Err(e) => return http_error(e),
     };
     let limit = st.node.config.limits.max_frame_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return http_error(ErrorBody::new(ErrorCode::LimitExceeded, format!("body larger than {limit} bytes")));
+    let wait = std::time::Duration::from_millis(st.node.config.server.body_timeout_ms);
+    let bytes = match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return http_error(ErrorBody::new(ErrorCode::LimitExceeded, format!("body larger than {limit} bytes")))
+        }
+        Err(_) => return body_timeout(),
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return http_error(ErrorBody::new(ErrorCode::InvalidJson, "body is not UTF-8"));
@@ -91,8 +104,16 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
     if let Err(e) = take_token(&st.node.http_limiter, "publish") {
         return http_error(e);
     }
-    match publish_event(&st.node, &Origin { client_id: "http", user: None }, ev).await {
-        Ok(p) => Json(p).into_response(),
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = header("traceparent").map(|tp| (tp, header("tracestate")));
+    let started = std::time::Instant::now();
+    let origin = Origin { client_id: "http", user: None, source: "http", parent };
+    match publish_event(&st.node, &origin, ev).await {
+        Ok(p) => {
+            let took = started.elapsed().as_secs_f64();
+            crate::telemetry::metrics().publish_duration.with_label_values(&["http"]).observe(took);
+            Json(p).into_response()
+        }
         Err(e) => http_error(e),
     }
 }

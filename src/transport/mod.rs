@@ -5,10 +5,12 @@
 //! channels: frames go to `commands::Session`, and frames to send come from the connection's
 //! outbox. HTTP endpoints live in `http.rs`.
 
+mod admission;
 mod http;
+mod listen;
 mod ws;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -23,6 +25,10 @@ use crate::commands::Node;
 use crate::protocol::{ErrorBody, ErrorCode};
 use crate::telemetry::metrics;
 
+pub use listen::ListenLimits;
+
+use admission::Gate;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct Shared {
@@ -32,8 +38,28 @@ pub struct Shared {
     pub drain: CancellationToken,
     /// Tracks every connection task.
     pub tracker: TaskTracker,
-    /// Connections admitted (counted at the handshake, released when the session ends).
-    pub admitted: Arc<AtomicUsize>,
+    /// Connections admitted (counted at the handshake, released when the socket is gone).
+    admitted: Arc<AtomicUsize>,
+    /// Origins, per-IP handshake rate, per-user connections.
+    gate: Arc<Gate>,
+}
+
+impl Shared {
+    /// The state of a node's handlers.
+    pub fn new(node: Arc<Node>, drain: CancellationToken, tracker: TaskTracker) -> Self {
+        let gate = Arc::new(Gate::new(&node.config));
+        Self { node, drain, tracker, admitted: Arc::new(AtomicUsize::new(0)), gate }
+    }
+}
+
+/// Serves the routes on `listener` until `stop` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, stop: CancellationToken) {
+    let s = &shared.node.config.server;
+    let limits = ListenLimits {
+        header_timeout: std::time::Duration::from_millis(s.header_timeout_ms),
+        max_pending: s.max_pending_connections,
+    };
+    listen::serve(listener, routes(shared), limits, stop).await;
 }
 
 /// The HTTP + WebSocket routes.
@@ -61,23 +87,4 @@ pub fn http_error(e: ErrorBody) -> Response {
 fn refuse(status: StatusCode, code: ErrorCode, message: &str, reason: &str) -> Response {
     metrics().refused.with_label_values(&[reason]).inc();
     (status, Json(json!({ "error": ErrorBody::new(code, message) }))).into_response()
-}
-
-/// One admitted connection; dropping it releases the slot.
-pub struct Admission(Arc<AtomicUsize>);
-
-impl Admission {
-    fn try_new(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        if counter.fetch_add(1, Ordering::AcqRel) >= max {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Self(counter.clone()))
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }

@@ -2,14 +2,15 @@
 //! the session, and a writer that drains the outbox in batches, pings, and closes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -18,9 +19,11 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{refuse, Admission, Shared};
+use super::admission::{Admission, UserSlot};
+use super::{refuse, Shared};
 use crate::auth::{AuthError, Identity};
 use crate::commands::{Flow, Session};
+use crate::config::FRAME_OVERHEAD;
 use crate::protocol::{close, system_frame, ErrorCode, Frame, PROTOCOL_VERSION};
 use crate::routing::{ConnHandle, OutboxLimits};
 use crate::telemetry::metrics;
@@ -60,9 +63,19 @@ fn offers_other_subprotocols_only(headers: &HeaderMap) -> bool {
     offered.peek().is_some() && !offered.any(|p| p == SUBPROTOCOL)
 }
 
-/// `GET /ws`.
+/// A refusal that tells the client when to retry (`retry_after_ms` and `Retry-After`).
+fn refuse_retry(status: StatusCode, code: ErrorCode, message: &str, reason: &str, retry_ms: u64) -> Response {
+    metrics().refused.with_label_values(&[reason]).inc();
+    let body = json!({ "error": { "code": code.as_str(), "message": message, "retry_after_ms": retry_ms } });
+    let secs = retry_ms.div_ceil(1000).to_string();
+    (status, [(header::RETRY_AFTER, secs)], axum::Json(body)).into_response()
+}
+
+/// `GET /ws`: draining → origin → subprotocol → handshakes per IP → credentials → connections
+/// per node → connections per user; each refusal before the costlier checks.
 pub async fn upgrade(
     State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
     ws: WebSocketUpgrade,
@@ -71,50 +84,66 @@ pub async fn upgrade(
     if node.is_draining() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "node is draining", "draining");
     }
+    if !st.gate.origin_allowed(&headers) {
+        let msg = "this origin may not open a WebSocket here (server.allowed_origins)";
+        return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, msg, "origin");
+    }
     if offers_other_subprotocols_only(&headers) {
         let msg = "this server speaks the arqonbus.v1 subprotocol only";
         return refuse(StatusCode::BAD_REQUEST, ErrorCode::UnsupportedVersion, msg, "protocol");
+    }
+    if let Err(retry) = st.gate.take_handshake(st.gate.client_ip(peer, &headers)) {
+        let msg = "too many connection attempts from this address";
+        return refuse_retry(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, msg, "rate", retry);
     }
     let token = bearer(&headers).or(q.token.as_deref());
     let identity = match node.auth.authenticate(token).await {
         Ok(i) => i,
         Err(AuthError::Unavailable(_)) => {
             // The reason is logged by the authenticator; the client learns only to retry.
-            let body = json!({ "error": { "code": "UNAVAILABLE", "message": "authentication is unavailable, retry later", "retry_after_ms": 1000 } });
-            metrics().refused.with_label_values(&["auth_unavailable"]).inc();
-            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response_compat();
+            let msg = "authentication is unavailable, retry later";
+            return refuse_retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                msg,
+                "auth_unavailable",
+                1000,
+            );
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string(), "unauthorized"),
     };
     let Some(admission) = Admission::try_new(&st.admitted, node.config.server.max_connections) else {
-        let body = json!({ "error": { "code": "UNAVAILABLE", "message": "too many connections on this node", "retry_after_ms": 1000 } });
-        metrics().refused.with_label_values(&["limit"]).inc();
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response_compat();
+        let msg = "too many connections on this node";
+        return refuse_retry(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg, "limit", 1000);
+    };
+    let slot = match identity.user.as_deref().map(|u| st.gate.user_slot(u)) {
+        Some(None) => {
+            let msg = "too many connections for this user";
+            return refuse_retry(StatusCode::TOO_MANY_REQUESTS, ErrorCode::LimitExceeded, msg, "user_limit", 1000);
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
     };
     let l = &node.config.limits;
+    // Frames are written only once the budget admitted them, so what tungstenite may hold is the
+    // budget plus one frame: a reply the server built always fits.
+    let write_buffer = l.outbound_queue_bytes + l.max_reply_bytes.max(l.max_frame_bytes + FRAME_OVERHEAD);
     ws.protocols([SUBPROTOCOL])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(l.max_frame_bytes.saturating_mul(64).max(1 << 20))
+        .max_write_buffer_size(write_buffer)
         .max_message_size(l.max_frame_bytes)
         .max_frame_size(l.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             let tracker = st.tracker.clone();
-            tracker.spawn(run(st, socket, identity, admission));
+            tracker.spawn(run(st, socket, identity, (admission, slot)));
         })
 }
 
-trait IntoResponseCompat {
-    fn into_response_compat(self) -> Response;
-}
+/// The slots a connection holds until its socket is gone.
+type Slots = (Admission, Option<UserSlot>);
 
-impl<T: axum::response::IntoResponse> IntoResponseCompat for T {
-    fn into_response_compat(self) -> Response {
-        self.into_response()
-    }
-}
-
-async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admission) {
+async fn run(st: Shared, socket: WebSocket, identity: Identity, slots: Slots) {
     // Counted from the upgrade until the socket is gone, like the admission slot.
     metrics().connections.inc();
     let node = st.node.clone();
@@ -167,7 +196,7 @@ async fn run(st: Shared, socket: WebSocket, identity: Identity, admission: Admis
     }
     drop(stream);
     metrics().connections.dec();
-    drop(admission);
+    drop(slots);
 }
 
 /// The timers of one connection.
@@ -261,6 +290,7 @@ async fn read_loop(
                         break;
                     }
                     Some(Ok(Message::Text(text))) => {
+                        metrics().bytes_in.inc_by(text.len() as u64);
                         slot = match slot {
                             Slot::Idle(session) => Slot::Busy(handle(session, text)),
                             busy => {

@@ -43,6 +43,8 @@ fn on_redis(mut c: Config, url: &str, prefix: &str) -> Config {
     c.backplane.url = Some(url.into());
     c.backplane.key_prefix = prefix.to_owned();
     c.backplane.canary_interval_ms = 200;
+    // Subscribed nodes touch their channels every sweep: idle channels expire within seconds.
+    c.backplane.sweep_interval_ms = 500;
     c
 }
 
@@ -136,9 +138,19 @@ impl Client {
     pub async fn connect_request(
         req: tokio_tungstenite::tungstenite::handshake::client::Request,
     ) -> Result<Client, u16> {
+        Self::try_connect(req).await.map_err(|(status, _)| status)
+    }
+
+    /// Connects with a prepared request; a refusal gives its HTTP status and JSON body.
+    pub async fn try_connect(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Client, (u16, Value)> {
         let (ws, _) = match tokio_tungstenite::connect_async(req).await {
             Ok(x) => x,
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => return Err(resp.status().as_u16()),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().unwrap_or_default();
+                return Err((resp.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null)));
+            }
             Err(e) => panic!("connect failed: {e}"),
         };
         let mut c = Client {

@@ -20,14 +20,16 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
 use super::{bp, lock, new_epoch, num, Inner, Span};
 use crate::backplane::{BpResult, GoneReason, LiveEvent};
 use crate::protocol::{ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
-/// Live messages held for a channel until its starting position is known.
-const PENDING_CAP: usize = 100_000;
+/// Bytes of live messages held for a channel until its starting position is known; past it
+/// messages are dropped, and the gap they leave is filled from the stream like any other.
+const PENDING_BYTES: usize = 4 << 20;
 /// Events read from the stream per page when filling a gap, and their bytes at most.
 const REPAIR_PAGE: usize = 1000;
 const REPAIR_BYTES: usize = 4 << 20;
@@ -38,13 +40,14 @@ pub(super) struct Track {
     pub count: usize,
     /// Epoch and last delivered offset, once known.
     state: Option<(String, u64)>,
-    /// Messages that arrived before the position was known.
+    /// Messages that arrived before the position was known, and their bytes.
     pending: Vec<Incoming>,
+    pending_bytes: usize,
 }
 
 impl Track {
     fn new() -> Self {
-        Self { count: 0, state: None, pending: Vec::new() }
+        Self { count: 0, state: None, pending: Vec::new(), pending_bytes: 0 }
     }
 }
 
@@ -59,6 +62,17 @@ enum Incoming {
     Event { epoch: String, offset: u64, origin: String, frame: Frame },
     System(Frame),
     Deleted,
+}
+
+impl Incoming {
+    /// Bytes it holds.
+    fn size(&self) -> usize {
+        match self {
+            Self::Event { epoch, origin, frame, .. } => epoch.len() + origin.len() + frame.len(),
+            Self::System(f) => f.len(),
+            Self::Deleted => 0,
+        }
+    }
 }
 
 fn decode(payload: &str) -> Option<Incoming> {
@@ -209,7 +223,9 @@ async fn deliver(inner: &Arc<Inner>, key: &ChannelKey, inc: Incoming) {
         let mut tracks = lock(&inner.tracks);
         let Some(t) = tracks.get_mut(key) else { return };
         let Some((epoch, last)) = t.state.as_mut() else {
-            if t.pending.len() < PENDING_CAP {
+            let size = inc.size();
+            if t.pending_bytes + size <= PENDING_BYTES {
+                t.pending_bytes += size;
                 t.pending.push(inc);
             }
             return;
@@ -236,7 +252,10 @@ async fn deliver(inner: &Arc<Inner>, key: &ChannelKey, inc: Incoming) {
         Next::Gone(reason) => gone(inner, key, reason),
         Next::Gap { from, to, epoch } => {
             tracing::info!(channel = %key, from, to, "gap in live events; filling it from the stream");
-            if repair(inner, key, from, to, &epoch).await {
+            let span = crate::telemetry::trace::reading("repair", key);
+            let repaired = repair(inner, key, from, to, &epoch).instrument(span.clone()).await;
+            crate::telemetry::trace::read_count(&span, to + 1 - from);
+            if repaired {
                 // Now one past the last delivered offset (or a duplicate): deliver it the same way.
                 Box::pin(deliver(inner, key, inc)).await;
             }
@@ -306,6 +325,7 @@ async fn init(inner: &Arc<Inner>, key: ChannelKey, epoch: String, top: u64) {
             return;
         }
         t.state = Some((epoch.clone(), top));
+        t.pending_bytes = 0;
         std::mem::take(&mut t.pending)
     };
     inner.saw(&key, &epoch, top);

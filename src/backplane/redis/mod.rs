@@ -255,7 +255,9 @@ impl RedisBackplane {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = 1 << 16;
+                // Live messages waiting for the live task: bounded (16,384 × the largest frame);
+                // a live task that falls further behind repairs from the streams.
+                p.broadcast_channel_capacity = 1 << 14;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
             .clone();
@@ -415,8 +417,11 @@ impl Inner {
     }
 
     /// LimitExceeded when `key`'s room holds `limits.per_room` channels (after dropping names
-    /// whose channel expired).
+    /// whose channel expired); the server's own `_` rooms are not capped.
     async fn check_room_cap(&self, key: &ChannelKey) -> BpResult<()> {
+        if key.is_reserved() {
+            return Ok(()); // the server's own rooms
+        }
         let index = self.keys.room(key.room());
         let cap = self.limits.per_room as u64;
         let count: u64 = self.client.zcard(&index).await.map_err(bp)?;
