@@ -285,7 +285,9 @@ fn valid(kind: Kind, v: &Value) -> bool {
 
 /// The keys a refusal may name; empty when the configuration is valid.
 fn offending(case: &Case) -> BTreeSet<String> {
-    let mut bad: BTreeSet<String> = case.unknown.iter().map(|(k, _)| k.clone()).collect();
+    // An `ARQONBUS_X` variable without `__` is not a setting (other tools use the prefix too).
+    let setting = |(k, in_file): &(String, bool)| *in_file || k.contains('.');
+    let mut bad: BTreeSet<String> = case.unknown.iter().filter(|u| setting(u)).map(|(k, _)| k.clone()).collect();
     let loaded: std::collections::HashMap<&str, Value> =
         case.set.iter().filter_map(|(k, src)| src.effective().loaded.clone().map(|v| (*k, v))).collect();
     let webhook = loaded.get("auth.kind").and_then(Value::as_str) == Some("webhook");
@@ -511,9 +513,15 @@ fn env_var() -> impl Strategy<Value = (String, String)> {
 }
 
 /// Whether figment would drop this variable: its key has an empty part (`ARQONBUS_A____B`).
+/// The key figment reads from a variable's name (settings are those with a `.`).
+fn env_key(name: &str) -> String {
+    name.trim()["ARQONBUS_".len()..].replace("__", ".").trim().to_ascii_lowercase()
+}
+
+/// Whether a setting's key has an empty part (`ARQONBUS_A____B`), which figment would skip.
 fn names_no_key(name: &str) -> bool {
-    let key = name.trim()["ARQONBUS_".len()..].replace("__", ".");
-    key.trim().split('.').any(str::is_empty)
+    let key = env_key(name);
+    key.contains('.') && key.split('.').any(str::is_empty)
 }
 
 proptest! {
@@ -539,7 +547,7 @@ proptest! {
             }
             jail.create_file("given.toml", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let set: Vec<String> = file.iter().map(|(p, _)| p.join("."))
-                .chain(env.iter().map(|(k, _)| k.trim()["ARQONBUS_".len()..].replace("__", ".").to_ascii_lowercase()))
+                .chain(env.iter().map(|(k, _)| env_key(k)))
                 .collect();
             match Config::load(Some(Path::new("given.toml"))) {
                 Err(e) => {
@@ -551,7 +559,7 @@ proptest! {
                     prop_assert!(set.iter().any(named) || env.iter().any(|(k, _)| msg.contains(k.trim())), "{} names none of {:?}", msg, set);
                 }
                 Ok(config) => {
-                    let bad: Vec<&String> = env.iter().map(|(k, _)| k).filter(|k| names_no_key(k) && !k.trim().eq_ignore_ascii_case("ARQONBUS_CONFIG")).collect();
+                    let bad: Vec<&String> = env.iter().map(|(k, _)| k).filter(|k| names_no_key(k)).collect();
                     prop_assert!(bad.is_empty(), "{:?} names no key, yet it was accepted", bad);
                     let printed = config.to_toml();
                     prop_assert!(!printed.starts_with('#'), "{}", printed);
