@@ -372,11 +372,16 @@ async fn guarded(
     closed: Pin<&mut Closed>,
     limit: Duration,
 ) -> Wrote {
+    let done = |r: Result<(), axum::Error>| if r.is_ok() { Wrote::Done } else { Wrote::Failed };
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once (the socket has room): no timer for them.
+    if let Some(r) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        return done(r);
+    }
     tokio::select! {
         biased;
         r = tokio::time::timeout(limit, write) => match r {
-            Ok(Ok(())) => Wrote::Done,
-            Ok(Err(_)) => Wrote::Failed,
+            Ok(r) => done(r),
             Err(_) => Wrote::Stalled,
         },
         _ = closed => Wrote::Closing,
