@@ -43,13 +43,17 @@ pub enum StartError {
     /// configuration error.
     #[error("invalid configuration: {0}")]
     Auth(String),
+    /// `cluster.kube_membership` is on but no Kubernetes API can be reached: a configuration
+    /// error (it belongs on inside Kubernetes only).
+    #[error("invalid configuration: cluster.kube_membership: {0}")]
+    Cluster(String),
 }
 
 impl StartError {
     /// Whether the configuration is at fault (the binary then exits with 64, as for a value
     /// that `Config::validate` refuses).
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Auth(_))
+        matches!(self, Self::Auth(_) | Self::Cluster(_))
     }
 }
 
@@ -187,9 +191,36 @@ async fn serve(
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
+    start_cluster(&node, &tracker, &drain).await?;
     let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
     Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
+}
+
+/// Longest wait for the Kubernetes client's set-up (it reads the service account's files).
+const KUBE_SETUP: Duration = Duration::from_secs(10);
+
+/// Kubernetes membership (its API client is named here only) and the rebalancing loop, when
+/// `[cluster]` turns them on; both stop when the node drains.
+async fn start_cluster(node: &Arc<Node>, tracker: &TaskTracker, drain: &CancellationToken) -> Result<(), StartError> {
+    let c = &node.config.cluster;
+    let peers = if c.kube_membership {
+        let client = match tokio::time::timeout(KUBE_SETUP, kube::Client::try_default()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(StartError::Cluster(format!("no Kubernetes API: {e}"))),
+            Err(_) => return Err(StartError::Cluster("the Kubernetes client set-up timed out".into())),
+        };
+        let ns =
+            if c.kube_namespace.is_empty() { client.default_namespace().to_owned() } else { c.kube_namespace.clone() };
+        let timing = crate::cluster::kube::Timing::default();
+        Some(crate::cluster::kube::spawn(client, &ns, &c.kube_service, timing, tracker, drain.clone()))
+    } else {
+        None
+    };
+    if c.rebalance || peers.is_some() {
+        tracker.spawn(crate::cluster::run(node.clone(), peers, drain.clone()));
+    }
+    Ok(())
 }
 
 impl RunningNode {

@@ -12,10 +12,12 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod cluster;
 mod hardening;
 pub mod net;
 
 pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
+pub use cluster::ClusterConfig;
 pub use hardening::FRAME_OVERHEAD;
 
 /// The file read when `--config` is not given, if it exists in the working directory.
@@ -88,6 +90,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Kubernetes-aware membership and connection rebalancing.
+    pub cluster: ClusterConfig,
 }
 
 /// `[server]`
@@ -418,6 +422,7 @@ impl Config {
         self.validate_hardening()?;
         self.auth.validate()?;
         self.http.validate()?;
+        self.cluster.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter (e.g. info, debug, arqonbus=debug)");
         }
@@ -498,7 +503,7 @@ impl Config {
 }
 
 /// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
-pub const SECTIONS: [&str; 7] = ["server", "limits", "channels", "backplane", "auth", "http", "log"];
+pub const SECTIONS: [&str; 8] = ["server", "limits", "channels", "backplane", "auth", "http", "log", "cluster"];
 
 /// Refuses `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by a single
 /// underscore is a mistyped setting, not a variable of another tool.

@@ -144,6 +144,12 @@ impl Router {
         conn.subscriptions().into_iter().filter_map(|k| self.unsubscribe(conn, &k).map(|s| (k, s))).collect()
     }
 
+    /// Up to `n` open connections (any, in no particular order): those the node advises to
+    /// reconnect elsewhere when it holds more than its share of the cluster's connections.
+    pub fn pick(&self, n: usize) -> Vec<Arc<ConnHandle>> {
+        rd(&self.conns).values().filter(|c| !c.closing().is_cancelled()).take(n).cloned().collect()
+    }
+
     /// Adds a subscription. With `buffering`, live frames are held until [`Router::go_live`].
     pub fn subscribe(
         &self,
