@@ -191,25 +191,22 @@ async fn serve(
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
-    start_cluster(&node, &tracker, &drain).await?;
+    start_cluster(&node, &tracker, &drain)?;
     let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
     Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
 }
 
-/// Longest wait for the Kubernetes client's set-up (it reads the service account's files).
-const KUBE_SETUP: Duration = Duration::from_secs(10);
-
 /// Kubernetes membership (its API client is named here only) and the rebalancing loop, when
 /// `[cluster]` turns them on; both stop when the node drains.
-async fn start_cluster(node: &Arc<Node>, tracker: &TaskTracker, drain: &CancellationToken) -> Result<(), StartError> {
+fn start_cluster(node: &Arc<Node>, tracker: &TaskTracker, drain: &CancellationToken) -> Result<(), StartError> {
     let c = &node.config.cluster;
     let peers = if c.kube_membership {
-        let client = match tokio::time::timeout(KUBE_SETUP, kube::Client::try_default()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(StartError::Cluster(format!("no Kubernetes API: {e}"))),
-            Err(_) => return Err(StartError::Cluster("the Kubernetes client set-up timed out".into())),
-        };
+        // In-cluster only (the pod's service account): no kubeconfig support in the binary.
+        let config = kube::Config::incluster()
+            .map_err(|e| StartError::Cluster(format!("not in a Kubernetes pod (no in-cluster Kubernetes API): {e}")))?;
+        let client = kube::Client::try_from(config)
+            .map_err(|e| StartError::Cluster(format!("cannot set up the Kubernetes API client: {e}")))?;
         let ns =
             if c.kube_namespace.is_empty() { client.default_namespace().to_owned() } else { c.kube_namespace.clone() };
         let timing = crate::cluster::kube::Timing::default();
