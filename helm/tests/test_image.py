@@ -207,8 +207,11 @@ def test_sigterm_turns_unready_first_then_exits_within_the_grace_period(tmp_path
     workdir = tmp_path / "work"
     workdir.mkdir()
     port = free_port()
+    # No Kubernetes API here: membership off (the watch is tested over a mocked API in
+    # src/cluster, and its refusal to start outside Kubernetes in integration/rollout.rs).
     env = {"PATH": "/usr/bin:/bin", "ARQONBUS_SERVER__LISTEN": f"127.0.0.1:{port}",
-           "ARQONBUS_SERVER__NODE_ID": POD_NAME, "ARQONBUS_LOG__LEVEL": "warn"}
+           "ARQONBUS_SERVER__NODE_ID": POD_NAME, "ARQONBUS_LOG__LEVEL": "warn",
+           "ARQONBUS_CLUSTER__KUBE_MEMBERSHIP": "false"}
     proc = subprocess.Popen([str(binary()), "serve", "--config", str(config)], env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
