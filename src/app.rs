@@ -43,8 +43,8 @@ pub enum StartError {
     /// configuration error.
     #[error("invalid configuration: {0}")]
     Auth(String),
-    /// `cluster.kube_membership` is on but no Kubernetes API can be reached: a configuration
-    /// error (it belongs on inside Kubernetes only).
+    /// `cluster.kube_membership` is on outside a Kubernetes pod (no in-cluster API address or
+    /// service account): a configuration error.
     #[error("invalid configuration: cluster.kube_membership: {0}")]
     Cluster(String),
 }

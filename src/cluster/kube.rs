@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Where the ready peers are published.
+type PeerTx = watch::Sender<Option<Arc<BTreeSet<String>>>>;
+
 /// Peers tracked at most (more endpoints than this are ignored, with a warning).
 const MAX_PEERS: usize = 4096;
 /// Status code of an expired resource version.
@@ -157,7 +160,7 @@ impl Backoff {
     }
 }
 
-fn publish(tx: &watch::Sender<Option<Arc<BTreeSet<String>>>>, table: &Endpoints) {
+fn publish(tx: &PeerTx, table: &Endpoints) {
     let peers = table.peers();
     tx.send_if_modified(|cur| {
         if cur.as_deref() == Some(&peers) {
@@ -178,13 +181,7 @@ enum Ended {
     Failed(String),
 }
 
-async fn run(
-    api: Api<EndpointSlice>,
-    selector: String,
-    t: Timing,
-    tx: watch::Sender<Option<Arc<BTreeSet<String>>>>,
-    stop: CancellationToken,
-) {
+async fn run(api: Api<EndpointSlice>, selector: String, t: Timing, tx: PeerTx, stop: CancellationToken) {
     let mut table = Endpoints::default();
     let mut backoff = Backoff { step: t.min_backoff, t };
     loop {
@@ -193,9 +190,8 @@ async fn run(
             Waited::Done(Ok(list)) => {
                 table.replace(&list.items);
                 publish(&tx, &table);
-                backoff.step = t.min_backoff;
                 let version = list.metadata.resource_version.unwrap_or_default();
-                match watch_from(&api, &selector, version, (&mut table, &tx), t, &stop).await {
+                match watch_from(&api, &selector, version, (&mut table, &tx, &mut backoff), t, &stop).await {
                     Ended::Stopped => return,
                     Ended::Relist => continue,
                     Ended::Failed(e) => e,
@@ -211,12 +207,14 @@ async fn run(
     }
 }
 
-/// Watches from `version` until the watch fails (a watch the server ends is resumed).
+/// Watches from `version` until the watch fails (a watch the server ends is resumed). The
+/// backoff starts over once a watch works (an event came, or the server ended it): a list that
+/// works followed by a watch that fails at once (say, no `watch` permission) still backs off.
 async fn watch_from(
     api: &Api<EndpointSlice>,
     selector: &str,
     mut version: String,
-    (table, tx): (&mut Endpoints, &watch::Sender<Option<Arc<BTreeSet<String>>>>),
+    (table, tx, backoff): (&mut Endpoints, &PeerTx, &mut Backoff),
     t: Timing,
     stop: &CancellationToken,
 ) -> Ended {
@@ -252,6 +250,7 @@ async fn watch_from(
                 WatchEvent::Error(status) if status.code == GONE => return Ended::Relist,
                 WatchEvent::Error(status) => return Ended::Failed(format!("watch error: {}", status.message)),
             };
+            backoff.step = t.min_backoff;
             if let Some(v) = seen {
                 version = v;
             }
@@ -259,6 +258,7 @@ async fn watch_from(
         }
         // The server ended the watch (its timeout): resume from the last version, after a
         // short pause so that a server ending every watch at once is not hammered.
+        backoff.step = t.min_backoff;
         if !pause(stop, t.min_backoff).await {
             return Ended::Stopped;
         }
