@@ -68,3 +68,6 @@ echo "==> deployment: Helm chart, kustomize overlays, Dockerfile (offline)"
 
 echo "==> Python SDK"
 ./sdk/python/test.sh
+
+echo "==> TypeScript SDK (Node and headless Chromium)"
+./sdk/js/test.sh

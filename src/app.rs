@@ -19,7 +19,7 @@ use crate::auth::{
     jwt_algorithm, Authenticator, JwksSource, JwksStore, JwtAuthenticator, JwtKeys, JwtRules, NoAuth, VerifyKey,
     WebhookAuthenticator,
 };
-use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError};
+use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError, Timed};
 use crate::commands::Node;
 use crate::config::{AuthConfig, AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
@@ -67,7 +67,8 @@ pub struct RunningNode {
     server: JoinHandle<()>,
 }
 
-fn default_node_id() -> String {
+/// A node id for a node whose configuration names none: the host name and a random suffix.
+pub fn default_node_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| crate::protocol::validate_name(h).is_ok() && h.len() <= 56);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     format!("{}-{suffix}", host.as_deref().unwrap_or("arqonbus"))
@@ -188,6 +189,7 @@ async fn serve(
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
     let auth = authenticator(&config, &tracker, &drain).await?;
+    let backplane: Arc<dyn Backplane> = Arc::new(Timed(backplane));
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());

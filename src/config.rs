@@ -15,10 +15,12 @@ mod auth;
 mod cluster;
 mod hardening;
 pub mod net;
+mod telemetry;
 
 pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
 pub use cluster::ClusterConfig;
 pub use hardening::FRAME_OVERHEAD;
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "arqonbus.toml";
@@ -90,6 +92,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
     /// Kubernetes-aware membership and connection rebalancing.
     pub cluster: ClusterConfig,
 }
@@ -420,6 +424,7 @@ impl Config {
         }
         self.validate_backplane()?;
         self.validate_hardening()?;
+        self.validate_telemetry()?;
         self.auth.validate()?;
         self.http.validate()?;
         self.cluster.validate()?;
@@ -503,7 +508,8 @@ impl Config {
 }
 
 /// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
-pub const SECTIONS: [&str; 8] = ["server", "limits", "channels", "backplane", "auth", "http", "log", "cluster"];
+pub const SECTIONS: [&str; 9] =
+    ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry", "cluster"];
 
 /// Refuses `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by a single
 /// underscore is a mistyped setting, not a variable of another tool.

@@ -66,8 +66,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
-    arqonbus::telemetry::init_logging(&config.log);
+async fn serve(mut config: Config) -> ExitCode {
+    // The node id is known before start so that traces name the node from the first span.
+    let node_id = config.server.node_id.get_or_insert_with(arqonbus::app::default_node_id).clone();
+    let tracing = arqonbus::telemetry::start_tracing(&config.telemetry, &node_id);
+    arqonbus::telemetry::init_logging(&config.log, tracing.as_ref());
+    arqonbus::telemetry::set_metric_channels(&config.telemetry.metric_channels);
     let node = match arqonbus::app::start(config).await {
         Ok(n) => n,
         Err(e) => {
@@ -78,6 +82,9 @@ async fn serve(config: Config) -> ExitCode {
     };
     wait_for_signal().await;
     node.shutdown().await;
+    if let Some(t) = tracing {
+        t.shutdown(std::time::Duration::from_secs(2)).await;
+    }
     ExitCode::SUCCESS
 }
 

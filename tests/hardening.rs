@@ -97,8 +97,9 @@ async fn after_a_4008_the_slot_of_a_peer_that_never_reads_is_free_within_the_wri
     let info = status_until(&mut p, |_| true).await;
     assert_eq!(info["connections"], 2);
     for _ in 0..100 {
-        let ci = p.ok("channel_info", json!({"room":"r","channel":"c"})).await;
-        if ci["subscribers"] == 1 {
+        // NOT_FOUND until the stalled client's subscribe has created the channel.
+        let ci = p.command("channel_info", json!({"room":"r","channel":"c"})).await;
+        if ci["result"]["subscribers"] == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -169,3 +169,48 @@ async fn concurrent_publishers_give_every_subscriber_one_contiguous_sequence() {
         s.silent_for(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_replay_during_a_live_flood_runs_to_its_end_or_closes_with_4008_never_stalls() {
+    let mut cfg = config();
+    cfg.channels.history_size = 20_000;
+    cfg.limits.outbound_queue_bytes = 4 << 20;
+    cfg.limits.outbound_queue = 100_000;
+    let node = start(cfg).await;
+    let addr = node.addr();
+    let pad = "x".repeat(1000);
+    let mut p = Client::connect(addr).await;
+    for i in 0..8000 {
+        p.publish_silent("r", "flood", json!({ "i": i, "pad": pad })).await;
+    }
+    p.ok("ping", json!({})).await;
+    let mut s = Client::connect(addr).await;
+    s.send_json(&json!({"type":"command","id":"sub","command":"subscribe","args":{"room":"r","channel":"flood","since":{"offset":0}}}))
+        .await;
+    // Live events pile up in the subscription's hold while the replay runs (past half the budget).
+    let flood = tokio::spawn(async move {
+        let pad = "y".repeat(1000);
+        for i in 0..3000 {
+            p.publish_silent("r", "flood", json!({ "live": i, "pad": pad })).await;
+        }
+        p.ok("ping", json!({})).await;
+    });
+    let reply = s.wait_for("sub").await;
+    // At least the backlog (live events that beat the subscription are replayed too).
+    assert!(reply["result"]["replayed"].as_u64() >= Some(8000), "{reply}");
+    let mut next = 1u64;
+    // Every frame comes within WAIT (a stall panics): all 11,000 in order, or a 4008 close.
+    while next <= 11_000 {
+        match s.next_read().await {
+            Read::Frame(e) => {
+                assert_eq!(e["offset"], next, "{e}");
+                next += 1;
+            }
+            Read::Closed(code) => {
+                assert_eq!(code, Some(4008), "closed at offset {next}");
+                break;
+            }
+        }
+    }
+    flood.await.unwrap();
+}

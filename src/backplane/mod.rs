@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+mod timed;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use crate::protocol::{ChannelKey, EventTemplate, Frame, Target};
 
 pub use memory::{MemoryBackplane, MemoryBus};
 pub use redis::{RedisBackplane, RedisStartError};
+pub use timed::Timed;
 
 /// Errors of backplane operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use super::{args::Args, backplane_error, Node, Outcome, Session, REPLY_ROOM};
 use crate::backplane::{BackplaneError, HistoryQuery};
 use crate::protocol::{raw, ChannelKey, ErrorBody};
+use crate::telemetry::trace;
+use tracing::Instrument;
 
 /// A parsed history request (shared with `GET /v1/history`).
 pub struct HistoryRequest {
@@ -34,7 +36,10 @@ impl HistoryRequest {
 pub async fn query(node: &Node, mut req: HistoryRequest) -> Result<String, ErrorBody> {
     let key = &req.key;
     req.query.max_bytes = node.config.limits.max_reply_bytes.saturating_sub(REPLY_ROOM);
-    let page = match node.backplane.history(key, req.query).await {
+    let span = trace::reading("history", key);
+    let found = node.backplane.history(key, req.query).instrument(span.clone()).await;
+    trace::read_count(&span, found.as_ref().map_or(0, |p| p.events.len() as u64));
+    let page = match found {
         Ok(p) => p,
         Err(BackplaneError::NotFound) => {
             return Ok(r#"{"events":[],"epoch":null,"offset":null,"has_more":false}"#.to_owned())

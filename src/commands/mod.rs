@@ -198,6 +198,21 @@ fn args_key(args: &serde_json::Map<String, serde_json::Value>) -> Option<crate::
     crate::protocol::ChannelKey::parse(room, channel).ok()
 }
 
+/// The commands of §4 (metric labels; anything else is `unknown`).
+const COMMANDS: [&str; 11] = [
+    "ping",
+    "status",
+    "subscribe",
+    "unsubscribe",
+    "history",
+    "presence",
+    "create_channel",
+    "delete_channel",
+    "list_channels",
+    "channel_info",
+    "refresh",
+];
+
 /// What a handler produced.
 pub enum Outcome {
     /// A result to send as the `reply`.
@@ -303,6 +318,14 @@ impl Session {
 
     async fn command(&mut self, c: crate::protocol::CommandFrame) -> Result<Outcome, ErrorBody> {
         tracing::debug!(client_id = %self.conn.client_id, command = %c.command, "command");
+        let started = Instant::now();
+        let name = COMMANDS.iter().find(|n| **n == c.command).copied().unwrap_or("unknown");
+        let result = self.dispatch(c).await;
+        metrics().command_duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn dispatch(&mut self, c: crate::protocol::CommandFrame) -> Result<Outcome, ErrorBody> {
         let args = args::Args::new(c.args);
         match c.command.as_str() {
             "ping" => ping::run(args),

@@ -1,13 +1,17 @@
 //! Publishing: `event` frames (and `POST /v1/publish`), and `private` frames.
 
+use std::time::Instant;
+
 use serde_json::json;
+use tracing::Instrument;
 
 use super::{backplane_error, to_raw, Node, Outcome, Session};
 use crate::backplane::{PublishRequest, Published};
 use crate::protocol::{
-    event_template, private_frame, timestamp_now, ErrorBody, ErrorCode, EventFields, EventFrame, PrivateFrame,
+    event_template, metadata_with, private_frame, timestamp_now, ErrorBody, ErrorCode, EventFields, EventFrame,
+    PrivateFrame,
 };
-use crate::telemetry::metrics;
+use crate::telemetry::{self, metrics, trace};
 
 /// Who publishes: a client connection, or the HTTP API.
 pub struct Origin<'a> {
@@ -15,6 +19,11 @@ pub struct Origin<'a> {
     pub client_id: &'a str,
     /// `user` of the event.
     pub user: Option<&'a str>,
+    /// `ws` or `http` (a metric label and a span attribute).
+    pub source: &'static str,
+    /// The caller's trace context outside the event (the HTTP `traceparent`, `tracestate`
+    /// headers); otherwise the event's `metadata` carries it.
+    pub parent: Option<trace::Parent<'a>>,
 }
 
 /// A new message id: `arq_` + UUIDv7.
@@ -29,6 +38,12 @@ pub async fn publish_event(node: &Node, origin: &Origin<'_>, ev: EventFrame) -> 
     }
     let id = message_id();
     let timestamp = timestamp_now();
+    let meta = ev.metadata.as_ref();
+    let parent = origin.parent.or_else(|| meta.and_then(|m| Some((m.get("traceparent")?, m.get("tracestate")))));
+    let trace = trace::Publish::start(&ev.key, &id, origin.source, parent);
+    // Traced: the stored event carries the publish span's context, so that every node that
+    // delivers it, and every client that receives it, continues the same trace.
+    let traced_meta = trace.as_ref().map(|t| metadata_with(meta.map(|m| m.raw()), "traceparent", t.traceparent()));
     let template = event_template(&EventFields {
         id: &id,
         key: &ev.key,
@@ -36,7 +51,7 @@ pub async fn publish_event(node: &Node, origin: &Origin<'_>, ev: EventFrame) -> 
         user: origin.user,
         timestamp: &timestamp,
         payload: &ev.payload,
-        metadata: ev.metadata.as_ref().map(|m| m.raw()),
+        metadata: traced_meta.as_deref().or(meta.map(|m| m.raw())),
     });
     let request = PublishRequest {
         key: ev.key.clone(),
@@ -47,9 +62,17 @@ pub async fn publish_event(node: &Node, origin: &Origin<'_>, ev: EventFrame) -> 
         dedupe_window_s: node.config.channels.dedupe_window_s,
         create: node.create_options(&ev.key),
     };
-    let published = node.backplane.publish(request).await.map_err(|e| backplane_error(e, Some(&ev.key)))?;
+    let span = trace.as_ref().map_or_else(tracing::Span::none, |t| t.span().clone());
+    let result = node.backplane.publish(request).instrument(span).await.map_err(|e| backplane_error(e, Some(&ev.key)));
+    match (&result, &trace) {
+        (Ok(p), Some(t)) => t.stored(p.offset),
+        (Err(e), Some(t)) => t.failed(e.code.as_str()),
+        _ => {}
+    }
+    let published = result?;
     if !published.duplicate {
         metrics().published.inc();
+        telemetry::channel_published(ev.key.as_str());
     }
     Ok(published)
 }
@@ -60,8 +83,10 @@ pub async fn from_client(s: &mut Session, ev: EventFrame) -> Result<Outcome, Err
         return Err(ErrorBody::new(ErrorCode::Forbidden, format!("no publish permission on {}", ev.key)));
     }
     s.take_publish_token()?;
-    let origin = Origin { client_id: &s.conn.client_id, user: s.identity.user.as_deref() };
+    let started = Instant::now();
+    let origin = Origin { client_id: &s.conn.client_id, user: s.identity.user.as_deref(), source: "ws", parent: None };
     let published = publish_event(&s.node, &origin, ev).await?;
+    metrics().publish_duration.with_label_values(&["ws"]).observe(started.elapsed().as_secs_f64());
     Ok(Outcome::Reply(to_raw(&published)))
 }
 

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use super::{args, args::Args, backplane_error, Activity, Outcome, Session};
 use crate::backplane::{PresenceEntry, StreamPosition};
 use crate::protocol::{presence_frame, reply_frame, timestamp_now, ChannelKey, ErrorBody, ErrorCode};
+use crate::telemetry::trace;
+use tracing::Instrument;
 
 /// `since` of a resuming client.
 struct Since {
@@ -93,18 +95,22 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
         join(s, &key).await;
     }
     s.conn.deliver(reply_frame(request_id, &reply));
-    replay(s, &key, start, pos.top).await;
+    let span = trace::reading("replay", &key);
+    let sent = replay(s, &key, start, pos.top).instrument(span.clone()).await;
+    trace::read_count(&span, sent);
     node.router.go_live(&sub, pos.top);
     s.activity(Activity::Subscribed, Some(&key)).await;
     Ok(Outcome::Sent)
 }
 
-/// Sends retained events `start..=top` in pages, waiting for room in the outbox.
-async fn replay(s: &Session, key: &ChannelKey, start: u64, top: u64) {
+/// Sends retained events `start..=top` in pages, waiting for room in the outbox; returns how
+/// many it sent.
+async fn replay(s: &Session, key: &ChannelKey, start: u64, top: u64) -> u64 {
     let page = s.node.config.channels.replay_page;
     // A page never holds more than a quarter of the client's byte budget in memory.
     let page_bytes = s.node.config.limits.outbound_queue_bytes / 4;
     let mut cursor = start;
+    let mut sent = 0;
     while cursor <= top {
         let events = match s.node.backplane.read_range(key, cursor, top, page, page_bytes).await {
             Ok(e) if !e.is_empty() => e,
@@ -112,16 +118,18 @@ async fn replay(s: &Session, key: &ChannelKey, start: u64, top: u64) {
             Err(e) => {
                 tracing::warn!(channel = %key, error = %e, "replay read failed; closing so the client resumes");
                 s.conn.close(crate::protocol::close::SLOW_CONSUMER);
-                return;
+                return sent;
             }
         };
         for ev in events {
             cursor = ev.offset + 1;
             if !s.conn.send_paced(ev.frame).await {
-                return;
+                return sent;
             }
+            sent += 1;
         }
     }
+    sent
 }
 
 async fn join(s: &Session, key: &ChannelKey) {

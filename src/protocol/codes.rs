@@ -44,6 +44,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 17] = [
+        Self::InvalidJson,
+        Self::ValidationError,
+        Self::UnsupportedVersion,
+        Self::UnknownType,
+        Self::UnknownCommand,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::ChannelExists,
+        Self::AlreadySubscribed,
+        Self::NotSubscribed,
+        Self::NotConnected,
+        Self::RateLimited,
+        Self::LimitExceeded,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Internal,
+    ];
+
     /// The code as it appears on the wire and in metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -67,6 +67,26 @@ impl Metadata {
     }
 }
 
+/// `metadata` with `key` set to the string `value`, everything else kept byte for byte (the other
+/// keys, their order, their escapes); a new key goes first. No metadata gives `{"key":"value"}`.
+pub fn metadata_with(metadata: Option<&RawValue>, key: &str, value: &str) -> Box<RawValue> {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let entry = format!("{}:{}", quoted(key), quoted(value));
+    let Some(raw) = metadata else { return super::raw(format!("{{{entry}}}")) };
+    let text = raw.get();
+    let found = Members::parse(text).ok().and_then(|m| m.get(key)).map(|v| {
+        // The value's bytes lie inside `text`: splice the new value in their place.
+        let start = v.get().as_ptr() as usize - text.as_ptr() as usize;
+        (start, start + v.get().len())
+    });
+    let out = match found {
+        Some((a, b)) if b <= text.len() => format!("{}{}{}", &text[..a], quoted(value), &text[b..]),
+        _ if text.trim_start_matches('{').trim_start().starts_with('}') => format!("{{{entry}}}"),
+        _ => format!("{{{entry},{}", text.trim_start().strip_prefix('{').unwrap_or(text)),
+    };
+    super::raw(out)
+}
+
 /// A publish request.
 #[derive(Debug, Clone)]
 pub struct EventFrame {
@@ -340,6 +360,20 @@ mod tests {
     fn err(text: &str) -> (Option<String>, ErrorCode, Option<String>) {
         let r = parse_client_frame(text).unwrap_err();
         (r.request_id, r.error.code, r.error.field)
+    }
+
+    #[test]
+    fn metadata_with_replaces_or_adds_one_key_and_keeps_the_rest() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let m = raw(r#"{"b":"caf\u00e9","traceparent":"old","a":"x"}"#);
+        assert_eq!(
+            metadata_with(Some(&m), "traceparent", "new").get(),
+            r#"{"b":"caf\u00e9","traceparent":"new","a":"x"}"#
+        );
+        let m = raw(r#"{"z":"1" , "a":"2"}"#);
+        assert_eq!(metadata_with(Some(&m), "traceparent", "t").get(), r#"{"traceparent":"t","z":"1" , "a":"2"}"#);
+        assert_eq!(metadata_with(Some(&raw("{ }")), "k", "v").get(), r#"{"k":"v"}"#);
+        assert_eq!(metadata_with(None, "k", "v").get(), r#"{"k":"v"}"#);
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub fn timestamp_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The server `timestamp` of an event frame the server built, in ms since the epoch. The field
+/// follows `from` and `user` (server-made strings, where `","timestamp":"` cannot occur
+/// unescaped) and precedes `payload`, so its first occurrence is the envelope's.
+pub fn event_timestamp_ms(frame: &str) -> Option<i64> {
+    const FIELD: &str = r#","timestamp":""#;
+    let at = frame.find(FIELD)? + FIELD.len();
+    let text = frame.get(at..at + 24)?;
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+}
+
 /// Serializes a value that cannot fail (our own types) to JSON text.
 fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
@@ -235,6 +245,22 @@ mod tests {
         assert!(t.render(42).as_str().contains(r#""payload":{"x": "\"quoted\"", "n": 12345678901234567890123456789}"#));
         assert_eq!(v["user"], Value::Null);
         assert!(v.get("metadata").is_none());
+    }
+
+    #[test]
+    fn event_timestamps_are_read_back() {
+        let key = ChannelKey::new("r", "c");
+        let payload = raw(r#"{"timestamp":"1999-01-01T00:00:00.000Z"}"#.to_owned());
+        let t = event_template(&EventFields {
+            id: "arq_1",
+            key: &key,
+            from: "c_1",
+            user: Some(r#"","timestamp":"x"#),
+            timestamp: "2026-01-01T00:00:01.500Z",
+            payload: &payload,
+            metadata: None,
+        });
+        assert_eq!(event_timestamp_ms(t.render(1).as_str()), Some(1_767_225_601_500));
     }
 
     #[test]

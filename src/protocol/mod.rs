@@ -13,12 +13,12 @@ mod names;
 pub use codes::{close, ErrorBody, ErrorCode};
 pub(crate) use envelope::take_name;
 pub use envelope::{
-    parse_client_frame, parse_http_publish, ClientFrame, CommandFrame, EventFrame, Metadata, PrivateFrame, Rejection,
-    Target,
+    metadata_with, parse_client_frame, parse_http_publish, ClientFrame, CommandFrame, EventFrame, Metadata,
+    PrivateFrame, Rejection, Target,
 };
 pub use frames::{
-    error_frame, event_template, presence_frame, private_frame, raw, reply_frame, system_frame, timestamp_now,
-    unsubscribed_frame, EventFields, EventTemplate, Frame, PROTOCOL_VERSION,
+    error_frame, event_template, event_timestamp_ms, presence_frame, private_frame, raw, reply_frame, system_frame,
+    timestamp_now, unsubscribed_frame, EventFields, EventTemplate, Frame, PROTOCOL_VERSION,
 };
 pub use json::{strict, JsonError, MAX_DEPTH};
 pub use names::{validate_name, ChannelKey};

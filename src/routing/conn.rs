@@ -36,6 +36,8 @@ pub struct ConnHandle {
     limits: OutboxLimits,
     /// Bytes taken from the budget: queued, held for a replay, or being written.
     queued: AtomicUsize,
+    /// The part of `queued` held for subscriptions whose gap replays (not in the outbox yet).
+    held: AtomicUsize,
     closing: CancellationToken,
     close_code: AtomicU16,
     drained: Notify,
@@ -58,6 +60,7 @@ impl ConnHandle {
             tx,
             limits,
             queued: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             close_code: AtomicU16::new(0),
             drained: Notify::new(),
@@ -91,6 +94,20 @@ impl ConnHandle {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Takes `n` bytes from the budget for a live frame held while a replay runs.
+    pub fn hold(&self, n: usize) -> bool {
+        let ok = self.reserve(n);
+        if ok {
+            self.held.fetch_add(n, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// A held frame leaves the hold: queued (`push_reserved` next) or dropped (`release` next).
+    pub fn unhold(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
     fn slow_consumer(&self, why: &str) {
         if self.close(close::SLOW_CONSUMER) {
             metrics().slow_consumers.inc();
@@ -121,8 +138,12 @@ impl ConnHandle {
         }
     }
 
+    /// Whether the outbox is at most half full. Held frames do not count: they leave the hold
+    /// only once the replay is done, so waiting for them would wait forever (they still count
+    /// against the budget, which closes a client that falls too far behind).
     fn has_room_for_replay(&self) -> bool {
-        self.tx.capacity() > self.limits.frames / 2 && self.queued_bytes() <= self.limits.bytes / 2
+        let outbox = self.queued_bytes().saturating_sub(self.held.load(Ordering::Acquire));
+        self.tx.capacity() > self.limits.frames / 2 && outbox <= self.limits.bytes / 2
     }
 
     /// Queues a replayed frame once at least half of the budget (frames and bytes) is free, so
@@ -152,6 +173,7 @@ impl ConnHandle {
 
     /// Called by the writer after it handed `bytes` to the socket.
     pub fn written(&self, bytes: usize) {
+        metrics().bytes_out.inc_by(bytes as u64);
         self.release(bytes);
         if self.pacing.load(Ordering::SeqCst) > 0 {
             self.drained.notify_waiters();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backplane::{GoneReason, Inbound, LiveEvent};
-use crate::protocol::{close, unsubscribed_frame, ChannelKey, Frame, Target};
+use crate::protocol::{close, event_timestamp_ms, unsubscribed_frame, ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
 pub use conn::{ConnHandle, OutboxLimits};
@@ -58,7 +58,7 @@ impl Sub {
                     }
                     return false;
                 }
-                if !self.conn.reserve(frame.len()) {
+                if !self.conn.hold(frame.len()) {
                     return false;
                 }
                 buf.frames.push((offset, frame.clone()));
@@ -74,6 +74,7 @@ impl Drop for Sub {
     fn drop(&mut self) {
         let buf = self.buffer.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         for (_, frame) in buf.map(|b| b.frames).unwrap_or_default() {
+            self.conn.unhold(frame.len());
             self.conn.release(frame.len());
         }
     }
@@ -195,6 +196,7 @@ impl Router {
         let held = guard.take().map(|b| b.frames).unwrap_or_default();
         let mut ok = true;
         for (offset, frame) in held {
+            sub.conn.unhold(frame.len());
             if ok && offset.is_none_or(|o| o > after) {
                 ok = sub.conn.push_reserved(frame);
             } else {
@@ -231,7 +233,14 @@ impl Inbound for Router {
             }
             n += u64::from(sub.push(Some(ev.offset), &ev.frame));
         }
-        metrics().messages_out.inc_by(n);
+        drop(shard);
+        let m = metrics();
+        m.messages_out.inc_by(n);
+        if let Some(stored) = event_timestamp_ms(ev.frame.as_str()) {
+            let lag_ms = (chrono::Utc::now().timestamp_millis() - stored).max(0);
+            m.delivery_lag.observe(lag_ms as f64 / 1000.0);
+        }
+        crate::telemetry::trace::delivered(&ev.key, ev.frame.as_str(), ev.offset, n);
     }
 
     fn on_system(&self, key: &ChannelKey, frame: &Frame) {

@@ -1,14 +1,22 @@
-//! Telemetry: metrics and logs. It fails open: nothing here can stop delivery.
+//! Telemetry: metrics, logs and traces. It fails open: nothing here can stop delivery.
 //!
 //! Metrics are process-wide Prometheus handles (atomic counters; no lock on the hot path),
 //! rendered by `GET /metrics`. Logs go through `tracing`; payloads and tokens are never logged
-//! at info or warn.
+//! at info or warn. Traces (OpenTelemetry over OTLP, `otel.rs`, `trace.rs`) are off unless an
+//! endpoint is configured. This is the only module that imports `opentelemetry`.
+
+mod logs;
+mod otel;
+pub mod trace;
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
-use crate::config::{LogConfig, LogFormat};
+pub use logs::init_logging;
+pub use otel::{enabled as tracing_enabled, resolve as resolve_tracing, start as start_tracing, Resolved, Tracing};
 
 /// Every metric the node exports.
 pub struct Metrics {
@@ -37,6 +45,24 @@ pub struct Metrics {
     pub backplane_gone: IntCounterVec,
     /// Connections dropped because their socket accepted no bytes for `limits.write_timeout_ms`.
     pub write_timeouts: IntCounter,
+    /// 1 when the node reaches its backplane (the readiness check), 0 when not; set at each scrape.
+    pub backplane_healthy: IntGauge,
+    /// Publish latency, frame received → ack ready, by `source` (`ws`, `http`).
+    pub publish_duration: HistogramVec,
+    /// Event stored → frame queued to this node's subscribers (on Redis: the cross-node latency).
+    pub delivery_lag: Histogram,
+    /// Backplane calls, by `op`.
+    pub backplane_duration: HistogramVec,
+    /// Commands, by `command`.
+    pub command_duration: HistogramVec,
+    /// Bytes of WebSocket text frames received.
+    pub bytes_in: IntCounter,
+    /// Bytes of frames written to WebSocket clients.
+    pub bytes_out: IntCounter,
+    /// Trace spans dropped: export queue full, or the collector refused or did not answer.
+    pub trace_spans_dropped: IntCounter,
+    /// Events published to the channels of `telemetry.metric_channels`, by `channel`.
+    pub channel_published: IntCounterVec,
     /// Bytes queued to clients and not yet written to their sockets (every connection's budget use).
     pub outbound_queued_bytes: IntGauge,
     /// Clients this node advised to reconnect elsewhere because it held more than its share.
@@ -56,6 +82,18 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 
 fn vec(name: &str, help: &str, label: &str) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+}
+
+/// Latency buckets for WebSocket work: 100 µs … 10 s.
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())).expect("valid metric")
+}
+
+fn histogram_vec(name: &str, help: &str, label: &str) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), &[label]).expect("valid metric")
 }
 
 fn build() -> Metrics {
@@ -86,6 +124,29 @@ fn build() -> Metrics {
             "write_timeouts_total",
             "Connections dropped because their socket accepted no bytes for the write timeout",
         ),
+        backplane_healthy: gauge("backplane_healthy", "1 when the node reaches its backplane, 0 when not"),
+        publish_duration: histogram_vec(
+            "publish_duration_seconds",
+            "Publish latency: frame received to ack ready",
+            "source",
+        ),
+        delivery_lag: histogram(
+            "delivery_lag_seconds",
+            "Event stored to frame queued to this node's subscribers (cross-node latency on Redis)",
+        ),
+        backplane_duration: histogram_vec("backplane_request_duration_seconds", "Backplane calls", "op"),
+        command_duration: histogram_vec("command_duration_seconds", "Commands", "command"),
+        bytes_in: counter("bytes_in_total", "Bytes of WebSocket text frames received"),
+        bytes_out: counter("bytes_out_total", "Bytes of frames written to WebSocket clients"),
+        trace_spans_dropped: counter(
+            "trace_spans_dropped_total",
+            "Trace spans dropped: export queue full, or the collector refused or did not answer",
+        ),
+        channel_published: vec(
+            "channel_events_published_total",
+            "Events published to the channels of telemetry.metric_channels",
+            "channel",
+        ),
         outbound_queued_bytes: gauge(
             "outbound_queued_bytes",
             "Bytes queued to clients (events, replays, replies) and not yet written to their sockets",
@@ -96,7 +157,16 @@ fn build() -> Metrics {
         ),
         cluster_peers: gauge("cluster_peers", "Nodes of the cluster as this node sees them, itself included"),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        Box::new(m.backplane_healthy.clone()),
+        Box::new(m.publish_duration.clone()),
+        Box::new(m.delivery_lag.clone()),
+        Box::new(m.backplane_duration.clone()),
+        Box::new(m.command_duration.clone()),
+        Box::new(m.bytes_in.clone()),
+        Box::new(m.bytes_out.clone()),
+        Box::new(m.trace_spans_dropped.clone()),
+        Box::new(m.channel_published.clone()),
         Box::new(m.write_timeouts.clone()),
         Box::new(m.outbound_queued_bytes.clone()),
         Box::new(m.gap_repaired.clone()),
@@ -118,8 +188,26 @@ fn build() -> Metrics {
             tracing::warn!(error = %e, "metric registration failed");
         }
     }
+    // Every known label value exists from the start at 0, so that rates and alerts see a
+    // series before the first event.
+    for code in crate::protocol::ErrorCode::ALL {
+        m.errors.with_label_values(&[code.as_str()]);
+    }
+    for reason in ["history_lost", "channel_deleted"] {
+        m.backplane_gone.with_label_values(&[reason]);
+    }
+    for code in ["1001", "1003", "1007", "1008", "1009", "1012", "4001", "4008"] {
+        m.closes.with_label_values(&[code]);
+    }
+    for reason in REFUSALS {
+        m.refused.with_label_values(&[reason]);
+    }
     m
 }
+
+/// The `reason` labels of `arqonbus_connections_refused_total`.
+pub const REFUSALS: [&str; 9] =
+    ["draining", "origin", "protocol", "rate", "unauthorized", "auth_unavailable", "limit", "user_limit", "pending"];
 
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
@@ -136,14 +224,20 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Installs the global log subscriber; a second call is a no-op (tests start many nodes).
-pub fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+static METRIC_CHANNELS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Sets the channels (`room:channel`) that get their own metric label; the first call wins.
+pub fn set_metric_channels(channels: &[String]) {
+    let _ = METRIC_CHANNELS.set(channels.to_vec());
+}
+
+/// Counts a publish on `channel` when it is on the allow-list.
+pub fn channel_published(channel: &str) {
+    if let Some(list) = METRIC_CHANNELS.get().filter(|l| !l.is_empty()) {
+        if list.iter().any(|c| c == channel) {
+            metrics().channel_published.with_label_values(&[channel]).inc();
+        }
+    }
 }
 
 #[cfg(test)]

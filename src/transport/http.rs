@@ -39,7 +39,9 @@ pub async fn version() -> Json<Value> {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics_text() -> Response {
+pub async fn metrics_text(State(st): State<Shared>) -> Response {
+    let healthy = st.node.backplane.healthy().await;
+    crate::telemetry::metrics().backplane_healthy.set(i64::from(healthy));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::telemetry::render()).into_response()
 }
 
@@ -104,8 +106,16 @@ pub async fn publish(State(st): State<Shared>, headers: HeaderMap, body: Body) -
     if let Err(e) = take_token(&st.node.http_limiter, "publish") {
         return http_error(e);
     }
-    match publish_event(&st.node, &Origin { client_id: "http", user: None }, ev).await {
-        Ok(p) => Json(p).into_response(),
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = header("traceparent").map(|tp| (tp, header("tracestate")));
+    let started = std::time::Instant::now();
+    let origin = Origin { client_id: "http", user: None, source: "http", parent };
+    match publish_event(&st.node, &origin, ev).await {
+        Ok(p) => {
+            let took = started.elapsed().as_secs_f64();
+            crate::telemetry::metrics().publish_duration.with_label_values(&["http"]).observe(took);
+            Json(p).into_response()
+        }
         Err(e) => http_error(e),
     }
 }

@@ -290,6 +290,7 @@ async fn read_loop(
                         break;
                     }
                     Some(Ok(Message::Text(text))) => {
+                        metrics().bytes_in.inc_by(text.len() as u64);
                         slot = match slot {
                             Slot::Idle(session) => Slot::Busy(handle(session, text)),
                             busy => {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
 use super::{bp, lock, new_epoch, num, Inner, Span};
 use crate::backplane::{BpResult, GoneReason, LiveEvent};
@@ -251,7 +252,10 @@ async fn deliver(inner: &Arc<Inner>, key: &ChannelKey, inc: Incoming) {
         Next::Gone(reason) => gone(inner, key, reason),
         Next::Gap { from, to, epoch } => {
             tracing::info!(channel = %key, from, to, "gap in live events; filling it from the stream");
-            if repair(inner, key, from, to, &epoch).await {
+            let span = crate::telemetry::trace::reading("repair", key);
+            let repaired = repair(inner, key, from, to, &epoch).instrument(span.clone()).await;
+            crate::telemetry::trace::read_count(&span, to + 1 - from);
+            if repaired {
                 // Now one past the last delivered offset (or a duplicate): deliver it the same way.
                 Box::pin(deliver(inner, key, inc)).await;
             }
