@@ -194,3 +194,17 @@ fn endpoints_count_ready_pods_of_every_slice_once() {
     e.upsert(&parse(slice("s2", "3", &[])));
     assert_eq!(e.peers(), set(&[]));
 }
+
+#[test]
+fn backoff_doubles_up_to_its_ceiling_with_jitter_in_the_upper_half() {
+    let t = timing();
+    let mut b = Backoff { step: t.min_backoff, t };
+    let steps = [10, 20, 40, 40, 40];
+    for step in steps {
+        let pause = b.next();
+        let step = Duration::from_millis(step);
+        assert!(pause >= step / 2 && pause <= step, "{pause:?} for a step of {step:?}");
+    }
+    b.step = t.min_backoff;
+    assert!(b.next() <= t.min_backoff, "a reset starts over");
+}
