@@ -353,11 +353,13 @@ impl Config {
     ///
     /// `file`: the `--config` path; when `None`, `arqonbus.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        check_env_names(std::env::vars().map(|(k, _)| k))?;
+        let vars =
+            std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()));
+        check_env(vars)?;
         // Only `ARQONBUS_<SECTION>__<KEY>` is configuration; other `ARQONBUS_*` variables
         // (`ARQONBUS_CONFIG`, the load generator's `ARQONBUS_BENCH_*`, a harness's
         // `ARQONBUS_BIN`) are not read as settings.
-        let env = Env::prefixed("ARQONBUS_").split("__").filter(|k| k.as_str().contains('.'));
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|k| k.as_str().contains('.'));
         Self::load_from(file, env)
     }
 
@@ -377,6 +379,10 @@ impl Config {
     /// Checks every value once; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        if let Some(key) = serde_json::to_value(self).ok().as_ref().and_then(over_toml_integers) {
+            // The environment can hold more, but `arqonbus config` could not print it as a file.
+            return Err(ConfigError::Load(format!("{key}: must be at most {} (the largest TOML integer)", i64::MAX)));
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             return bad("server.listen", "must be an IP address and port, e.g. 127.0.0.1:8080");
         }
@@ -507,28 +513,73 @@ impl Config {
     }
 }
 
+const ENV_PREFIX: &str = "ARQONBUS_";
+
 /// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
 pub const SECTIONS: [&str; 9] =
     ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry", "cluster"];
 
-/// Refuses `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by a single
-/// underscore is a mistyped setting, not a variable of another tool.
-fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-    for name in names {
-        let Some(rest) = name.strip_prefix("ARQONBUS_") else { continue };
-        let lower = rest.to_ascii_lowercase();
-        if lower.contains("__") {
+/// Refuses, by name, the `ARQONBUS_` variables that would not do what they say:
+/// - a section name followed by a single underscore (`ARQONBUS_LIMITS_MAX_FRAME_BYTES`): a
+///   mistyped setting, not a variable of another tool;
+/// - a setting whose key has an empty part (`ARQONBUS_LIMITS__`, `ARQONBUS_LIMITS____X`), which
+///   figment skips, where any other unknown key is refused;
+/// - a setting whose quoted value (`"…"`, also inside `[…]` or `{…}`) has an escape after a
+///   non-ASCII character: figment 0.10 unescapes at a character count taken for a byte offset,
+///   and panics or drops text.
+fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (name, value) in vars {
+        mistyped_section(&name)?;
+        let name = name.trim();
+        let (Some(prefix), Some(key)) = (name.get(..ENV_PREFIX.len()), name.get(ENV_PREFIX.len()..)) else {
+            continue;
+        };
+        let key = key.replace("__", ".");
+        if !prefix.eq_ignore_ascii_case(ENV_PREFIX) || !key.contains('.') {
             continue;
         }
-        if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
-            let key = &rest[section.len() + 1..];
-            return Err(ConfigError::Load(format!(
-                "{name}: nested keys take a double underscore: ARQONBUS_{}__{key}",
-                section.to_ascii_uppercase()
-            )));
-        }
+        let why = if key.trim().split('.').any(str::is_empty) {
+            "names no key (parts are joined by a double underscore, e.g. ARQONBUS_LIMITS__MAX_FRAME_BYTES)"
+        } else if value.trim_start().starts_with(['"', '[', '{'])
+            && value.find(|c: char| !c.is_ascii()).is_some_and(|at| value[at..].contains('\\'))
+        {
+            "a quoted value cannot have a \\ escape after a non-ASCII character (write the character itself)"
+        } else {
+            continue;
+        };
+        return Err(ConfigError::Load(format!("environment variable {name}: {why}")));
     }
     Ok(())
+}
+
+/// `ARQONBUS_LIMITS_MAX_FRAME_BYTES` and the like: a section name followed by one underscore.
+fn mistyped_section(name: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else { return Ok(()) };
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains("__") {
+        return Ok(());
+    }
+    if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
+        let key = &rest[section.len() + 1..];
+        return Err(ConfigError::Load(format!(
+            "{name}: nested keys take a double underscore: ARQONBUS_{}__{key}",
+            section.to_ascii_uppercase()
+        )));
+    }
+    Ok(())
+}
+
+/// The dotted key of the first integer over `i64::MAX`, the largest a TOML file holds.
+fn over_toml_integers(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Some(String::new()),
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            over_toml_integers(v).map(|rest| if rest.is_empty() { k.clone() } else { format!("{k}.{rest}") })
+        }),
+        Value::Array(items) => items.iter().find_map(over_toml_integers),
+        _ => None,
+    }
 }
 
 /// Figment errors can be chained; show each with the key path and the source.
@@ -604,6 +655,56 @@ mod tests {
             jail.set_env("ARQONBUS_LIMITS__HEARTBEAT_S", "abc");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("heartbeat_s"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn integers_a_config_file_cannot_hold_are_refused() {
+        // Found by tests/fuzz_config.rs: accepted from the environment, then `arqonbus config`
+        // printed "# cannot render configuration" instead of the configuration.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_SERVER__MAX_CONNECTIONS", "9223372036854775808");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("server.max_connections: must be at most 9223372036854775807"), "{e}");
+            jail.set_env("ARQONBUS_SERVER__MAX_CONNECTIONS", "9223372036854775807");
+            let printed = Config::load(None).map_err(|e| e.to_string())?.to_toml();
+            assert!(printed.contains("max_connections = 9223372036854775807"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn variables_that_name_no_key_are_refused() {
+        // Found by tests/fuzz_config.rs: figment skipped these silently.
+        for name in ["ARQONBUS_LIMITS__", "ARQONBUS_LIMITS____MAX_FRAME_BYTES", "arqonbus___x"] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(name, "2048");
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains(&format!("environment variable {name}: names no key")), "{e}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn quoted_values_figment_would_cut_are_refused() {
+        // Found by tests/fuzz_config.rs: figment panicked on the first, and read "é\n" from the
+        // second.
+        for value in [r#""טּ\᨞""#, r#""éé\n""#, r#"["é\t"]"#] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("ARQONBUS_SERVER__NODE_ID", value);
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains("environment variable ARQONBUS_SERVER__NODE_ID: a quoted value"), "{e}");
+                Ok(())
+            });
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_SERVER__NODE_ID", r#""node\u002da""#);
+            assert_eq!(Config::load(None).map_err(|e| e.to_string())?.server.node_id.as_deref(), Some("node-a"));
+            // Unquoted, the value is taken as it is: here, refused as a name.
+            jail.set_env("ARQONBUS_SERVER__NODE_ID", "é\\n");
+            assert!(Config::load(None).unwrap_err().to_string().contains("server.node_id: must be"));
             Ok(())
         });
     }

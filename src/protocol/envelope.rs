@@ -181,7 +181,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Rejection> {
     let reject = |error: ErrorBody| Rejection { request_id: id.clone(), frame_type: None, error };
     if let Some(dup) = fields.0.duplicate() {
         let key: String = dup.chars().take(64).collect();
-        let request_id = if dup == "id" { None } else { id.clone() };
+        // A frame that names `id` twice answers no request, whichever key was seen twice first.
+        let id_twice = fields.0 .0.iter().filter(|(k, _)| k == "id").count() > 1;
+        let request_id = if id_twice { None } else { id.clone() };
         let error = ErrorBody::field(key.clone(), format!("duplicate key {key:?}"));
         return Err(Rejection { request_id, frame_type: None, error });
     }
@@ -224,9 +226,7 @@ fn check_version(v: Option<&Value>) -> Result<(), ErrorBody> {
         Some(Value::String(s)) => {
             let ok = match s.split_once('.') {
                 None => s == "1",
-                Some((major, minor)) => {
-                    major == "1" && !minor.is_empty() && minor.len() <= 9 && minor.bytes().all(|b| b.is_ascii_digit())
-                }
+                Some((major, minor)) => major == "1" && !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()),
             };
             if ok {
                 Ok(())
@@ -422,6 +422,35 @@ mod tests {
         for bad in ["2.0", "1.", "1.x", "", "01.0", "1.0.0", "v1"] {
             assert!(check_version(Some(&Value::String(bad.into()))).is_err(), "{bad}");
         }
+    }
+
+    // The regression cases below are inputs the property tests (tests/fuzz_envelope.rs) found.
+
+    #[test]
+    fn any_number_of_minor_digits_is_version_1() {
+        let text = r#"{"type":"event","version":"1.0000000000","room":"r","channel":"c","payload":null}"#;
+        assert!(parse_client_frame(text).is_ok());
+    }
+
+    #[test]
+    fn an_id_named_twice_answers_no_request_whichever_key_was_seen_twice_first() {
+        let text = r#"{"id":"0","version":"1","version":"1","id":"0","type":"command","command":"ping"}"#;
+        assert_eq!(err(text), (None, ErrorCode::ValidationError, Some("version".into())));
+    }
+
+    #[test]
+    fn unpaired_surrogates_are_invalid_json_wherever_they_are() {
+        for text in [
+            r#"{"type":"private","to":{"client":"_"},"payload":["\ud800"]}"#,
+            r#"{"type":"event","room":"r","channel":"c","payload":1,"metadata":{"a":"\udc00"}}"#,
+            r#"{"\ud800":1,"type":"event","room":"r","channel":"c","payload":1}"#,
+        ] {
+            assert_eq!(err(text).1, ErrorCode::InvalidJson, "{text}");
+        }
+        let body = r#"{"room":"r","channel":"c","payload":"\ud83d"}"#;
+        assert_eq!(parse_http_publish(body).unwrap_err().code, ErrorCode::InvalidJson);
+        let paired = r#"{"room":"r","channel":"c","payload":"\ud83d\ude00"}"#;
+        assert_eq!(parse_http_publish(paired).unwrap().payload.get(), r#""\ud83d\ude00""#);
     }
 
     #[test]

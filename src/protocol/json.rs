@@ -66,6 +66,43 @@ pub fn too_deep(text: &str, max: usize) -> bool {
     false
 }
 
+/// Whether a string of `text` holds a `\u` escape of a surrogate that is not one half of a pair
+/// (`"\ud800"`). Such a string is not Unicode text (RFC 7493): strict JSON readers refuse it,
+/// so a payload carrying one could not be read by every subscriber. Linear; other malformed
+/// escapes are left to the parser.
+pub fn unpaired_surrogate(text: &str) -> bool {
+    if !text.contains("\\u") {
+        return false;
+    }
+    let b = text.as_bytes();
+    let unit = |at: usize| {
+        let hex = b.get(at + 2..at + 6)?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let (mut i, mut in_string, mut high) = (0, false, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_string && b.get(i + 1) == Some(&b'u') => {
+                match unit(i) {
+                    Some(0xd800..=0xdbff) if !high => high = true,
+                    Some(0xdc00..=0xdfff) if high => high = false,
+                    _ if high => return true,
+                    Some(0xdc00..=0xdfff) => return true,
+                    _ => {}
+                }
+                i += 6;
+                continue;
+            }
+            _ if high => return true,
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The members of one JSON object, in order, their values not yet parsed.
 pub struct Members<'a>(pub Vec<(String, &'a RawValue)>);
 
@@ -95,6 +132,9 @@ impl<'a> Members<'a> {
     pub fn parse(text: &'a str) -> Result<Self, JsonError> {
         if too_deep(text, MAX_DEPTH) {
             return Err(JsonError::TooDeep);
+        }
+        if unpaired_surrogate(text) {
+            return Err(JsonError::Syntax("a string holds an unpaired surrogate escape (\\ud800-\\udfff)".into()));
         }
         serde_json::from_str::<Members<'a>>(text).map_err(|e| {
             if e.is_data() {
@@ -170,7 +210,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some((k, StrictValue(v))) = map.next_entry::<String, StrictValue>()? {
             if out.contains_key(&k) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE} {k:?}")));
+                // The key as a JSON string, so that `strict` can read it back exactly.
+                return Err(de::Error::custom(format_args!("{DUPLICATE} {}", Value::String(k))));
             }
             out.insert(k, v);
         }
@@ -184,7 +225,7 @@ pub fn strict(raw: &RawValue) -> Result<Value, JsonError> {
         let msg = e.to_string();
         match msg.strip_prefix(DUPLICATE) {
             Some(rest) => {
-                let key = rest.trim().split(" at line").next().unwrap_or_default();
+                let key = rest.trim().rsplit_once(" at line").map_or(rest, |(key, _)| key).trim();
                 JsonError::DuplicateKey(serde_json::from_str::<String>(key).unwrap_or_else(|_| key.to_owned()))
             }
             None => JsonError::Syntax(msg),
@@ -205,6 +246,16 @@ mod tests {
     }
 
     #[test]
+    fn unpaired_surrogate_escapes_are_found() {
+        for bad in [r#""\ud800""#, r#""x\udc00""#, r#""\ud83d\u0041""#, r#""\ud83d\n""#, r#"{"\uDBFF":1}"#] {
+            assert!(unpaired_surrogate(bad), "{bad}");
+        }
+        for ok in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\uDBFF\uDFFF""#, r#"{"a":"b"}"#, r#"\ud800"#] {
+            assert!(!unpaired_surrogate(ok), "{ok}");
+        }
+    }
+
+    #[test]
     fn members_keep_raw_text_and_find_duplicates() {
         let text = r#"{"a": 1.0 ,"b":{"z":1,"y":2},"a":3}"#;
         let m = Members::parse(text).unwrap();
@@ -222,5 +273,10 @@ mod tests {
         assert_eq!(strict(&raw(r#"{"a":{"b":1,"b":2}}"#)), Err(JsonError::DuplicateKey("b".into())));
         assert_eq!(strict(&raw(r#"[{"x\"y":1,"x\"y":2}]"#)), Err(JsonError::DuplicateKey("x\"y".into())));
         assert_eq!(strict(&raw(r#"{"a":[1,{"b":null}]}"#)).unwrap()["a"][1]["b"], Value::Null);
+        // Found by tests/fuzz_envelope.rs: keys that Rust and JSON escape differently.
+        for key in ["\u{2028}", "k at line 1", "\u{0}"] {
+            let text = format!("[{{{k}:null,{k}:null}}]", k = Value::from(key));
+            assert_eq!(strict(&raw(&text)), Err(JsonError::DuplicateKey(key.into())), "{text}");
+        }
     }
 }
