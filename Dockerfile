@@ -2,10 +2,11 @@
 #
 # The ArqonBus container image: `docker build -t arqonbus:0.1.0 .`
 #
-# build     compiles the release binary (the project's own [profile.release]); the dependencies
-#           are compiled in a layer of their own that only Cargo.toml / Cargo.lock invalidate.
-# debuginfo the binary's debug info alone, for profilers and debuggers:
-#           `docker build --target debuginfo --output type=local,dest=out .`
+# build     compiles the release binary (the project's own [profile.release]: no debug info, the
+#           symbol table kept); the dependencies are compiled in a layer of their own that only
+#           Cargo.toml / Cargo.lock invalidate.
+# profiling the same build with line-level debug info ([profile.profiling]), for profilers and
+#           debuggers: `docker build --target profiling --output type=local,dest=out .`
 # runtime   distroless (glibc + libgcc, no shell, no package manager), UID/GID 65532, the
 #           binary and nothing else. No HEALTHCHECK: Kubernetes probes /healthz and /readyz.
 
@@ -22,18 +23,19 @@ RUN mkdir -p src \
  && cargo build --release --locked --bin arqonbus \
  && rm -rf src
 # The real sources. COPY keeps their modification times, which can be older than the stub
-# build: touching the crate roots makes cargo rebuild the crate itself. The debug info is then
-# moved to its own file (objcopy comes with the image's gcc); the symbols stay for profilers.
+# build: touching the crate roots makes cargo rebuild the crate itself.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin arqonbus \
  && mkdir -p /out \
- && objcopy --only-keep-debug target/release/arqonbus /out/arqonbus.debug \
- && objcopy --strip-debug --add-gnu-debuglink=/out/arqonbus.debug target/release/arqonbus /out/arqonbus \
+ && cp target/release/arqonbus /out/arqonbus \
  && /out/arqonbus --version
 
-FROM scratch AS debuginfo
-COPY --from=build /out/arqonbus.debug /arqonbus.debug
+FROM build AS profiling-build
+RUN cargo build --profile profiling --locked --bin arqonbus
+
+FROM scratch AS profiling
+COPY --from=profiling-build /src/target/profiling/arqonbus /arqonbus
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="arqonbus" \

@@ -123,7 +123,8 @@ async fn a_killed_pubsub_connection_leaves_no_hole() {
         tokio::spawn(async move { follow::follow(addrs, 0, "r", "c", total, dead, Duration::from_secs(60)).await });
     let mut probe = Client::connect(gw.addr()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while probe.ok("channel_info", json!({ "room": "r", "channel": "c" })).await["subscribers"] != 1 {
+    // NOT_FOUND until the follower's subscribe has created the channel.
+    while probe.command("channel_info", json!({ "room": "r", "channel": "c" })).await["result"]["subscribers"] != 1 {
         assert!(Instant::now() < deadline, "the follower subscribes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

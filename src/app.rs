@@ -43,13 +43,17 @@ pub enum StartError {
     /// configuration error.
     #[error("invalid configuration: {0}")]
     Auth(String),
+    /// `cluster.kube_membership` is on outside a Kubernetes pod (no in-cluster API address or
+    /// service account): a configuration error.
+    #[error("invalid configuration: cluster.kube_membership: {0}")]
+    Cluster(String),
 }
 
 impl StartError {
     /// Whether the configuration is at fault (the binary then exits with 64, as for a value
     /// that `Config::validate` refuses).
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Auth(_))
+        matches!(self, Self::Auth(_) | Self::Cluster(_))
     }
 }
 
@@ -189,9 +193,33 @@ async fn serve(
     let node = Arc::new(Node::new(id, config, backplane, router, auth));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
+    start_cluster(&node, &tracker, &drain)?;
     let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
     Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
+}
+
+/// Kubernetes membership (its API client is named here only) and the rebalancing loop, when
+/// `[cluster]` turns them on; both stop when the node drains.
+fn start_cluster(node: &Arc<Node>, tracker: &TaskTracker, drain: &CancellationToken) -> Result<(), StartError> {
+    let c = &node.config.cluster;
+    let peers = if c.kube_membership {
+        // In-cluster only (the pod's service account): no kubeconfig support in the binary.
+        let config = kube::Config::incluster()
+            .map_err(|e| StartError::Cluster(format!("not in a Kubernetes pod (no in-cluster Kubernetes API): {e}")))?;
+        let client = kube::Client::try_from(config)
+            .map_err(|e| StartError::Cluster(format!("cannot set up the Kubernetes API client: {e}")))?;
+        let ns =
+            if c.kube_namespace.is_empty() { client.default_namespace().to_owned() } else { c.kube_namespace.clone() };
+        let timing = crate::cluster::kube::Timing::default();
+        Some(crate::cluster::kube::spawn(client, &ns, &c.kube_service, timing, tracker, drain.clone()))
+    } else {
+        None
+    };
+    if c.rebalance || peers.is_some() {
+        tracker.spawn(crate::cluster::run(node.clone(), peers, drain.clone()));
+    }
+    Ok(())
 }
 
 impl RunningNode {

@@ -12,11 +12,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod cluster;
 mod hardening;
 pub mod net;
 mod telemetry;
 
 pub use auth::{ApiKeyConfig, ApiScope, AuthConfig, AuthKind, HttpConfig, JWT_ALGORITHMS};
+pub use cluster::ClusterConfig;
 pub use hardening::FRAME_OVERHEAD;
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
@@ -92,6 +94,8 @@ pub struct Config {
     pub log: LogConfig,
     /// OpenTelemetry traces.
     pub telemetry: TelemetryConfig,
+    /// Kubernetes-aware membership and connection rebalancing.
+    pub cluster: ClusterConfig,
 }
 
 /// `[server]`
@@ -429,6 +433,7 @@ impl Config {
         self.validate_telemetry()?;
         self.auth.validate()?;
         self.http.validate()?;
+        self.cluster.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter (e.g. info, debug, arqonbus=debug)");
         }
@@ -511,7 +516,8 @@ impl Config {
 const ENV_PREFIX: &str = "ARQONBUS_";
 
 /// The sections of the configuration, as the first part of an `ARQONBUS_<SECTION>__<KEY>` name.
-pub const SECTIONS: [&str; 8] = ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry"];
+pub const SECTIONS: [&str; 9] =
+    ["server", "limits", "channels", "backplane", "auth", "http", "log", "telemetry", "cluster"];
 
 /// Refuses, by name, the `ARQONBUS_` variables that would not do what they say:
 /// - a section name followed by a single underscore (`ARQONBUS_LIMITS_MAX_FRAME_BYTES`): a

@@ -19,6 +19,9 @@
 //!   [`backplane::Inbound`], which routing implements: the backplane never holds the router.
 //! - [`auth`] checks credentials and permissions; [`protocol`] is the wire contract as types,
 //!   with no I/O; [`telemetry`] holds metrics and logging and can fail without harming delivery.
+//! - [`cluster`] knows the node's peers (the Kubernetes EndpointSlices of its headless Service,
+//!   else the backplane's node registry) and moves connections off a node that holds more than
+//!   its share, through routing; it never touches a socket.
 //! - [`bench`] is the load generator behind `arqonbus bench`; it speaks only the wire protocol.
 
 #![forbid(unsafe_code)]
@@ -28,6 +31,7 @@ pub mod app;
 pub mod auth;
 pub mod backplane;
 pub mod bench;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod protocol;

@@ -93,6 +93,9 @@ def test_the_validator_checks_custom_resources(all_features_objects):
         ({"containerPort": 70000}, "/containerPort"),
         ({"config": {"server": {"drain_delay_ms": "5s"}}}, "/config/server/drain_delay_ms"),
         ({"config": {"server": "0.0.0.0:8080"}}, "/config/server"),
+        ({"config": {"cluster": {"kube_membership": "yes"}}}, "/config/cluster/kube_membership"),
+        ({"config": {"cluster": {"rebalance_tolerance": -0.1}}}, "/config/cluster/rebalance_tolerance"),
+        ({"config": {"cluster": {"kube_service": "Arqonbus_Peers"}}}, "/config/cluster/kube_service"),
         ({"drain": {"marginSeconds": -5}}, "/drain/marginSeconds"),
         ({"autoscaling": {"maxReplicas": "ten"}}, "/autoscaling/maxReplicas"),
         ({"topologySpread": {"zone": {"whenUnsatisfiable": "Sometimes"}}}, "/topologySpread/zone"),
@@ -148,6 +151,25 @@ def test_no_service_account_token_without_rbac():
     assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
     assert pod_spec(objects)["automountServiceAccountToken"] is False
     assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+
+
+def test_membership_watches_the_releases_headless_service_and_rebalances(default_objects):
+    cluster = config_toml(default_objects, FULLNAME)["cluster"]
+    assert cluster["kube_membership"] is True and cluster["rebalance"] is True
+    assert cluster["kube_service"] == f"{FULLNAME}-headless"
+    assert one(default_objects, "Service", cluster["kube_service"])["spec"]["clusterIP"] == "None"
+    assert 0 < cluster["rebalance_tolerance"] < 1 and cluster["rebalance_rate_per_s"] >= 1
+    # Set by the user: kept as given.
+    own = render({"config": {"cluster": {"kube_service": "elsewhere", "rebalance": False}}})
+    cluster = config_toml(own, FULLNAME)["cluster"]
+    assert cluster["kube_service"] == "elsewhere" and cluster["rebalance"] is False
+
+
+def test_membership_is_off_without_rbac_and_cannot_be_forced_on():
+    cluster = config_toml(render({"rbac": {"create": False}}), FULLNAME)["cluster"]
+    assert cluster["kube_membership"] is False and "kube_service" not in cluster
+    with pytest.raises(helm.HelmError, match="kube_membership needs rbac.create"):
+        render({"rbac": {"create": False}, "config": {"cluster": {"kube_membership": True}}})
 
 
 def test_rbac_is_least_privilege(default_objects):
@@ -263,7 +285,10 @@ def test_config_map_is_the_config_values_as_toml():
         "http": {"api_keys": [{"name": "ci", "key_sha256": "ab" * 32}]},
         "future": {"nested": {"ratio": 0.25, "big": 123456789012}},
     }
-    assert toml_of(render({"config": config})) == {**config, "log": {"format": "json"}}
+    # The chart's own defaults come along (log, cluster), and it names the headless Service.
+    cluster = {**load_values(CHART / "values.yaml")["config"]["cluster"],
+               "kube_membership": True, "kube_service": f"{FULLNAME}-headless"}
+    assert toml_of(render({"config": config})) == {**config, "log": {"format": "json"}, "cluster": cluster}
 
 
 def test_chart_owned_environment(default_objects):

@@ -113,7 +113,24 @@ def test_base_is_the_charts_default_deployment():
     for field in ("securityContext", "terminationGracePeriodSeconds", "automountServiceAccountToken"):
         assert ours_pod[field] == theirs_pod[field], field
     assert deployment(base)["spec"]["strategy"] == one(chart, "Deployment", "demo-arqonbus")["spec"]["strategy"]
-    assert config_toml(base, "arqonbus-config") == config_toml(chart, "demo-arqonbus")
+    ours_config, theirs_config = config_toml(base, "arqonbus-config"), config_toml(chart, "demo-arqonbus")
+    # Each names its own headless Service (Helm prefixes the release's name).
+    assert ours_config["cluster"].pop("kube_service") == "arqonbus-headless"
+    assert theirs_config["cluster"].pop("kube_service") == "demo-arqonbus-headless"
+    assert ours_config == theirs_config
     strip = lambda spread: [{k: v for k, v in c.items() if k != "labelSelector"} for c in spread]  # noqa: E731
     assert sorted(strip(ours_pod["topologySpreadConstraints"]), key=str) == \
         sorted(strip(theirs_pod["topologySpreadConstraints"]), key=str)
+
+
+def test_overlay_membership_watches_its_own_headless_service(overlay):
+    _, objects = overlay
+    cluster = config_toml(objects, "arqonbus-config")["cluster"]
+    assert cluster["kube_membership"] is True
+    headless = one(objects, "Service", cluster["kube_service"])
+    assert headless["spec"]["clusterIP"] == "None"
+    # The pods may read that Service's EndpointSlices.
+    role = one(objects, "Role")
+    assert {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"]} in role["rules"]
+    assert deployment(objects)["spec"]["template"]["spec"]["automountServiceAccountToken"] is True

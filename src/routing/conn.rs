@@ -188,6 +188,13 @@ impl ConnHandle {
         first
     }
 
+    /// Queues `frame` (a reconnect advisory) and asks the transport to close with 1012 once the
+    /// frames queued before it and the frame itself are written. False when the connection was
+    /// closing already or its budget was exhausted (then it closes with 4008).
+    pub fn advise_reconnect(&self, frame: Frame) -> bool {
+        !self.closing.is_cancelled() && self.deliver(frame) && self.close(close::SERVICE_RESTART)
+    }
+
     /// The close code asked for, if any.
     pub fn close_code(&self) -> Option<u16> {
         match self.close_code.load(Ordering::Acquire) {

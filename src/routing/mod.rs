@@ -37,11 +37,18 @@ pub struct Sub {
     /// Whether it shows in presence.
     pub presence: bool,
     buffering: AtomicBool,
+    /// The top of the range replayed from history: a live frame at or below it that arrives
+    /// after the subscription went live (its pub/sub message was slower than the history read)
+    /// was delivered by the replay already, and is dropped.
+    replayed_to: AtomicU64,
     buffer: Mutex<Option<ReplayBuffer>>,
 }
 
 impl Sub {
     fn push(&self, offset: Option<u64>, frame: &Frame) -> bool {
+        if offset.is_some_and(|o| o <= self.replayed_to.load(Ordering::Acquire)) {
+            return false;
+        }
         if self.buffering.load(Ordering::Acquire) {
             let mut guard = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(buf) = guard.as_mut() {
@@ -145,6 +152,12 @@ impl Router {
         conn.subscriptions().into_iter().filter_map(|k| self.unsubscribe(conn, &k).map(|s| (k, s))).collect()
     }
 
+    /// Up to `n` open connections (any, in no particular order): those the node advises to
+    /// reconnect elsewhere when it holds more than its share of the cluster's connections.
+    pub fn pick(&self, n: usize) -> Vec<Arc<ConnHandle>> {
+        rd(&self.conns).values().filter(|c| !c.closing().is_cancelled()).take(n).cloned().collect()
+    }
+
     /// Adds a subscription. With `buffering`, live frames are held until [`Router::go_live`].
     pub fn subscribe(
         &self,
@@ -164,6 +177,7 @@ impl Router {
             echo,
             presence,
             buffering: AtomicBool::new(buffer_limit.is_some()),
+            replayed_to: AtomicU64::new(0),
             buffer: Mutex::new(buffer_limit.map(|limit| ReplayBuffer { frames: Vec::new(), limit })),
         });
         subs.push(sub.clone());
@@ -173,8 +187,11 @@ impl Router {
     }
 
     /// Ends buffering: queues held frames whose offset is above `after` (in order), then
-    /// delivers live. Returns false when the connection was closed meanwhile.
+    /// delivers live frames above `after` only. Returns false when the connection was closed
+    /// meanwhile.
     pub fn go_live(&self, sub: &Sub, after: u64) -> bool {
+        // Before the buffer is taken: a late frame at or below `after` never slips through.
+        sub.replayed_to.store(after, Ordering::Release);
         let mut guard = sub.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let held = guard.take().map(|b| b.frames).unwrap_or_default();
         let mut ok = true;
@@ -258,5 +275,32 @@ impl Inbound for Router {
 
     fn connections(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &ChannelKey, offset: u64) -> LiveEvent {
+        LiveEvent { key: key.clone(), offset, origin: "c_other".into(), frame: Frame::from(format!("event {offset}")) }
+    }
+
+    #[test]
+    fn a_live_frame_already_replayed_is_dropped_even_when_it_arrives_after_go_live() {
+        let router = Router::new();
+        let (conn, mut rx) = ConnHandle::new("c_me".into(), None, OutboxLimits { frames: 64, bytes: 1 << 20 });
+        let key = ChannelKey::parse("room", "chan").expect("names");
+        let sub = router.subscribe(&conn, &key, true, false, Some(16)).expect("subscribed");
+        // Held while the gap replays: 5 is in the replayed range, 6 is above it.
+        router.on_event(&event(&key, 5));
+        router.on_event(&event(&key, 6));
+        assert!(router.go_live(&sub, 5));
+        // Published before the history read, but its live message comes late.
+        router.on_event(&event(&key, 5));
+        router.on_event(&event(&key, 7));
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).map(|f| f.to_string()).collect();
+        assert_eq!(got, ["event 6", "event 7"]);
+        assert_eq!(conn.queued_bytes(), "event 6".len() + "event 7".len(), "a dropped frame takes no budget");
     }
 }

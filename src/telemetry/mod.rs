@@ -65,6 +65,10 @@ pub struct Metrics {
     pub channel_published: IntCounterVec,
     /// Bytes queued to clients and not yet written to their sockets (every connection's budget use).
     pub outbound_queued_bytes: IntGauge,
+    /// Clients this node advised to reconnect elsewhere because it held more than its share.
+    pub rebalance_shed: IntCounter,
+    /// Nodes of the cluster as this node sees them, itself included (0: membership is off).
+    pub cluster_peers: IntGauge,
 }
 
 // Names and labels are constants: construction cannot fail at run time (a test covers it).
@@ -147,6 +151,11 @@ fn build() -> Metrics {
             "outbound_queued_bytes",
             "Bytes queued to clients (events, replays, replies) and not yet written to their sockets",
         ),
+        rebalance_shed: counter(
+            "rebalance_shed_total",
+            "Clients advised to reconnect elsewhere because this node held more than its share",
+        ),
+        cluster_peers: gauge("cluster_peers", "Nodes of the cluster as this node sees them, itself included"),
     };
     let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
         Box::new(m.backplane_healthy.clone()),
@@ -172,7 +181,9 @@ fn build() -> Metrics {
         Box::new(m.slow_consumers.clone()),
         Box::new(m.closes.clone()),
     ];
-    for c in collectors {
+    let cluster: [Box<dyn prometheus::core::Collector>; 2] =
+        [Box::new(m.rebalance_shed.clone()), Box::new(m.cluster_peers.clone())];
+    for c in collectors.into_iter().chain(cluster) {
         if let Err(e) = m.registry.register(c) {
             tracing::warn!(error = %e, "metric registration failed");
         }

@@ -419,6 +419,8 @@ async fn write_frames(
     let closed = conn.closing().clone().cancelled_owned();
     let draining = drain.cancelled_owned();
     tokio::pin!(closed, draining);
+    // Whether the drain branch wrote out the queue and the `draining` frame itself.
+    let mut drained = false;
     let code = loop {
         let wrote = tokio::select! {
             biased;
@@ -430,6 +432,7 @@ async fn write_frames(
                 let wrote = guarded(flush_then(sink, rx, Some(frame), &mut taken), closed.as_mut(), t.write).await;
                 conn.written(taken);
                 conn.close(close::SERVICE_RESTART);
+                drained = true;
                 match wrote {
                     Wrote::Done | Wrote::Closing => break close::SERVICE_RESTART,
                     other => other,
@@ -460,7 +463,8 @@ async fn write_frames(
     // Pending frames and the close frame get the write timeout like any write: a slow consumer
     // that reads again within it still learns why it was closed.
     let limit = t.write;
-    if code != close::SLOW_CONSUMER && code != close::SERVICE_RESTART {
+    // A 1012 asked for by routing (a rebalance advisory) has its advisory frame in the queue.
+    if code != close::SLOW_CONSUMER && !drained {
         let mut taken = 0;
         let flushed = tokio::time::timeout(limit, flush_then(sink, rx, None, &mut taken)).await;
         conn.written(taken);

@@ -132,6 +132,19 @@ Redis URL). Returned as JSON.
 {{- $_ := set $bp "url" (printf "redis://%s:6379" (include "arqonbus.redisName" .)) -}}
 {{- $_ := set $cfg "backplane" $bp -}}
 {{- end -}}
+{{- $cluster := get $cfg "cluster" | default dict -}}
+{{- if not (hasKey $cluster "kube_membership") -}}
+{{- $_ := set $cluster "kube_membership" .Values.rbac.create -}}
+{{- end -}}
+{{- if get $cluster "kube_membership" -}}
+{{- if not .Values.rbac.create -}}
+{{- fail "config.cluster.kube_membership needs rbac.create: the pods read their peers' EndpointSlices with the service account" -}}
+{{- end -}}
+{{- if not (hasKey $cluster "kube_service") -}}
+{{- $_ := set $cluster "kube_service" (include "arqonbus.headlessName" .) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $cfg "cluster" $cluster -}}
 {{- toJson $cfg -}}
 {{- end -}}
 

@@ -211,6 +211,9 @@ fn tls_with_ca(path: &std::path::Path) -> Result<TlsConfig, RedisStartError> {
     Ok(TlsConfig { connector: TlsConnector::from(config), hostnames: fred::types::config::TlsHostMapping::None })
 }
 
+/// Longest wait of [`Backplane::leave`] on a Redis that answers.
+const LEAVE_LIMIT: Duration = Duration::from_secs(1);
+
 impl RedisBackplane {
     /// Connects (waiting at most a few seconds: a node may start before Redis is reachable and
     /// stays unready until it is) and starts the live path, heartbeat and canary.
@@ -823,19 +826,33 @@ impl Backplane for RedisBackplane {
             .collect())
     }
 
+    /// Bounded: at most [`LEAVE_LIMIT`] (or the command timeout, if shorter) with Redis
+    /// answering, and no wait at all when it has stopped answering.
     async fn leave(&self) {
         let i = &self.inner;
         i.cancel.cancel();
+        let live = i.healthy();
+        let deadline = Duration::from_millis(i.cfg.command_timeout_ms).min(LEAVE_LIMIT);
         let ttl = (i.cfg.node_ttl_s * 1000).to_string();
-        let reaped =
-            i.eval(&i.scripts.reap, vec![i.keys.nodes(), i.keys.node_conns()], vec![ttl, i.node.clone()]).await;
-        if let Ok(dead) = reaped {
-            for node in dead.into_array().iter().filter_map(Value::as_string) {
-                i.reap_presence(&node).await;
+        let (sub, client) = (i.sub.clone(), i.client.clone());
+        let quit = async move {
+            let _ = tokio::join!(sub.quit(), client.quit());
+        };
+        let reap_and_quit = async {
+            let reaped =
+                i.eval(&i.scripts.reap, vec![i.keys.nodes(), i.keys.node_conns()], vec![ttl, i.node.clone()]).await;
+            if let Ok(dead) = reaped {
+                for node in dead.into_array().iter().filter_map(Value::as_string) {
+                    i.reap_presence(&node).await;
+                }
             }
+            let _ = tokio::join!(i.sub.quit(), i.client.quit());
+        };
+        // QUIT waits for Redis' answer: without a live Redis the clients are told to stop in
+        // the background (each bounded by the command timeout) and the node does not wait.
+        if !live || tokio::time::timeout(deadline, reap_and_quit).await.is_err() {
+            tokio::spawn(quit);
         }
-        let _ = i.sub.quit().await;
-        let _ = i.client.quit().await;
     }
 }
 
