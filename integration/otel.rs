@@ -155,8 +155,9 @@ async fn subscriber(a: &Gateway, b: &Gateway) -> Client {
     sub.subscribe("r", "c").await;
     let mut probe = Client::connect(a.addr()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while probe.ok("channel_info", json!({"room":"r","channel":"c"})).await["subscribers"] != 1 {
-        assert!(Instant::now() < deadline);
+    // NOT_FOUND until the channel exists everywhere: poll the reply, never assume success.
+    while probe.command("channel_info", json!({"room":"r","channel":"c"})).await["result"]["subscribers"] != 1 {
+        assert!(Instant::now() < deadline, "node A never saw the subscription on node B");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sub

@@ -8,10 +8,11 @@
 //! (slow consumer) and the client resumes with `since`. A shared frame counts at its full length
 //! for every connection it is queued to.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{close, ChannelKey, Frame};
@@ -32,7 +33,11 @@ pub struct ConnHandle {
     pub client_id: Arc<str>,
     /// Authenticated user.
     pub user: Option<Arc<str>>,
-    tx: mpsc::Sender<Frame>,
+    /// The outbox: frames waiting for the writer. A plain deque, not a channel: an idle
+    /// connection's empty deque holds no memory (a channel keeps a block of slots allocated).
+    queue: Mutex<Queue>,
+    /// Wakes the writer when a frame is queued (a stored permit if it is not waiting yet).
+    queued_signal: Notify,
     limits: OutboxLimits,
     /// Bytes taken from the budget: queued, held for a replay, or being written.
     queued: AtomicUsize,
@@ -48,16 +53,12 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// A handle and the receiving end of its outbox (for the transport's writer).
-    pub fn new(
-        client_id: Arc<str>,
-        user: Option<Arc<str>>,
-        limits: OutboxLimits,
-    ) -> (Arc<Self>, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(limits.frames);
+    pub fn new(client_id: Arc<str>, user: Option<Arc<str>>, limits: OutboxLimits) -> (Arc<Self>, Outbox) {
         let handle = Self {
             client_id,
             user,
-            tx,
+            queue: Mutex::new(Queue::default()),
+            queued_signal: Notify::new(),
             limits,
             queued: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
@@ -67,7 +68,8 @@ impl ConnHandle {
             pacing: AtomicUsize::new(0),
             subs: Mutex::new(Vec::new()),
         };
-        (Arc::new(handle), rx)
+        let handle = Arc::new(handle);
+        (handle.clone(), Outbox { conn: handle })
     }
 
     /// Takes `n` bytes from the budget; over it, the connection is closed with 4008 and `false`
@@ -124,18 +126,22 @@ impl ConnHandle {
     /// Queues a frame whose bytes were already reserved; gives them back when it cannot.
     pub fn push_reserved(&self, frame: Frame) -> bool {
         let n = frame.len();
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.release(n);
-                self.slow_consumer("outbound queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.release(n);
-                false
-            }
+        let mut q = self.queue();
+        if q.closed {
+            drop(q);
+            self.release(n);
+            return false;
         }
+        if q.frames.len() >= self.limits.frames {
+            drop(q);
+            self.release(n);
+            self.slow_consumer("outbound queue full");
+            return false;
+        }
+        q.frames.push_back(frame);
+        drop(q);
+        self.queued_signal.notify_one();
+        true
     }
 
     /// Whether the outbox is at most half full. Held frames do not count: they leave the hold
@@ -143,7 +149,7 @@ impl ConnHandle {
     /// against the budget, which closes a client that falls too far behind).
     fn has_room_for_replay(&self) -> bool {
         let outbox = self.queued_bytes().saturating_sub(self.held.load(Ordering::Acquire));
-        self.tx.capacity() > self.limits.frames / 2 && outbox <= self.limits.bytes / 2
+        self.queue().frames.len() < self.limits.frames / 2 && outbox <= self.limits.bytes / 2
     }
 
     /// Queues a replayed frame once at least half of the budget (frames and bytes) is free, so
@@ -238,7 +244,69 @@ impl ConnHandle {
         }
     }
 
-    fn subs(&self) -> std::sync::MutexGuard<'_, Vec<ChannelKey>> {
+    fn subs(&self) -> MutexGuard<'_, Vec<ChannelKey>> {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Frames queued to the writer.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// The writer is gone: nothing more is queued.
+    closed: bool,
+}
+
+/// A deque that grew past this many frames (a burst) gives its memory back once empty, so a
+/// connection that goes idle again holds no burst-sized buffer.
+const KEEP_FRAMES: usize = 64;
+
+/// The receiving end of a connection's outbox, held by the transport's writer.
+pub struct Outbox {
+    conn: Arc<ConnHandle>,
+}
+
+impl Outbox {
+    /// The next queued frame; waits for one. `None` once closed.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            // Registered before the check: a frame queued in between leaves a permit.
+            let signal = self.conn.queued_signal.notified();
+            {
+                let mut q = self.conn.queue();
+                if let Some(f) = pop(&mut q) {
+                    return Some(f);
+                }
+                if q.closed {
+                    return None;
+                }
+            }
+            signal.await;
+        }
+    }
+
+    /// The next queued frame, if any.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        pop(&mut self.conn.queue())
+    }
+
+    /// Stops queueing (later frames are refused and their bytes given back) and returns what
+    /// is still queued.
+    pub fn close(&mut self) -> VecDeque<Frame> {
+        let mut q = self.conn.queue();
+        q.closed = true;
+        std::mem::take(&mut q.frames)
+    }
+}
+
+fn pop(q: &mut Queue) -> Option<Frame> {
+    let f = q.frames.pop_front()?;
+    if q.frames.is_empty() && q.frames.capacity() > KEEP_FRAMES {
+        q.frames = VecDeque::new();
+    }
+    Some(f)
 }

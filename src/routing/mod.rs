@@ -17,7 +17,7 @@ use crate::backplane::{GoneReason, Inbound, LiveEvent};
 use crate::protocol::{close, event_timestamp_ms, unsubscribed_frame, ChannelKey, Frame, Target};
 use crate::telemetry::metrics;
 
-pub use conn::{ConnHandle, OutboxLimits};
+pub use conn::{ConnHandle, Outbox, OutboxLimits};
 
 const SHARDS: usize = 64;
 
@@ -299,7 +299,7 @@ mod tests {
         // Published before the history read, but its live message comes late.
         router.on_event(&event(&key, 5));
         router.on_event(&event(&key, 7));
-        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).map(|f| f.to_string()).collect();
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv()).map(|f| f.to_string()).collect();
         assert_eq!(got, ["event 6", "event 7"]);
         assert_eq!(conn.queued_bytes(), "event 6".len() + "event 7".len(), "a dropped frame takes no budget");
     }
