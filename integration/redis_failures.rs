@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::common::{Client, Read};
+use support::common::{metric, Client, Read};
 use support::*;
 
 async fn gateway(redis: &Redis) -> Gateway {
@@ -310,4 +310,64 @@ async fn a_paused_redis_answers_every_publish_in_time_and_a_retry_with_the_key_n
     want.push("warm-up".into());
     want.sort();
     assert_eq!(stored, want, "TIMEOUT answers (outcome unknown): {unknown:?}");
+}
+
+/// Activity events leave the client's path: while Redis holds every write, new clients still
+/// connect and their first command is answered at once; once Redis answers again, their
+/// `connected` events reach `_sys:activity` (or are counted as not published), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_events_never_hold_up_a_connect_while_redis_stalls() {
+    let redis = Redis::start();
+    let gw = Gateway::spawn(&[
+        ("ARQONBUS_BACKPLANE__URL", redis.url()),
+        ("ARQONBUS_BACKPLANE__CANARY_INTERVAL_MS", "200".into()),
+        // Longer than the pause: a connect that waited for its activity publish would wait it out.
+        ("ARQONBUS_BACKPLANE__COMMAND_TIMEOUT_MS", "6000".into()),
+    ])
+    .await;
+    gw.wait_ready(200, Duration::from_secs(15)).await;
+    let mut watcher = Client::connect(gw.addr()).await;
+    watcher.subscribe("_sys", "activity").await;
+    redis.admin_cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    let paused = Instant::now();
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let mut c = Client::connect(gw.addr()).await;
+        c.ok("ping", json!({})).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "connect + ping took {took:?} while Redis was paused");
+        ids.push(c.client_id.clone());
+        clients.push(c);
+    }
+    assert!(paused.elapsed() < Duration::from_millis(3000), "the clients connected during the pause");
+    // After the pause the queued events are published, in connect order.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() && Instant::now() < deadline {
+        let Ok(read) = tokio::time::timeout(Duration::from_millis(500), watcher.next_read()).await else {
+            let failed =
+                metric(gw.addr(), "arqonbus_activity_events_dropped_total{reason=\"publish_failed\"}").await as usize;
+            if seen.len() + failed >= ids.len() {
+                break;
+            }
+            continue;
+        };
+        if let Read::Frame(v) = read {
+            if v["type"] == "event" && v["payload"]["kind"] == "connected" {
+                seen.push(v["payload"]["client_id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let failed = metric(gw.addr(), "arqonbus_activity_events_dropped_total{reason=\"publish_failed\"}").await as usize;
+    assert!(
+        seen.len() + failed >= ids.len(),
+        "seen {} of {}, {failed} counted as not published",
+        seen.len(),
+        ids.len()
+    );
+    let order: Vec<&String> = ids.iter().filter(|id| seen.contains(id)).collect();
+    assert_eq!(seen.iter().collect::<Vec<_>>(), order, "activity events keep their order");
+    assert_eq!(metric(gw.addr(), "arqonbus_activity_events_dropped_total{reason=\"queue_full\"}").await, 0.0);
 }

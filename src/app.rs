@@ -20,7 +20,7 @@ use crate::auth::{
     WebhookAuthenticator,
 };
 use crate::backplane::{Backplane, ChannelLimits, Inbound, MemoryBus, RedisBackplane, RedisStartError, Timed};
-use crate::commands::Node;
+use crate::commands::{run_activity_publisher, ActivityQueue, Node, ACTIVITY_QUEUE_EVENTS};
 use crate::config::{AuthConfig, AuthKind, BackplaneKind, Config};
 use crate::routing::Router;
 use crate::transport::Shared;
@@ -65,6 +65,8 @@ pub struct RunningNode {
     stop_accepting: CancellationToken,
     tracker: TaskTracker,
     server: JoinHandle<()>,
+    /// Stops the `_sys:activity` publisher, and the publisher's task.
+    activity: (CancellationToken, JoinHandle<()>),
 }
 
 /// A node id for a node whose configuration names none: the host name and a random suffix.
@@ -190,13 +192,16 @@ async fn serve(
     let tracker = TaskTracker::new();
     let auth = authenticator(&config, &tracker, &drain).await?;
     let backplane: Arc<dyn Backplane> = Arc::new(Timed(backplane));
-    let node = Arc::new(Node::new(id, config, backplane, router, auth));
+    let (activity, activity_rx) = ActivityQueue::new(ACTIVITY_QUEUE_EVENTS);
+    let node = Arc::new(Node::new(id, config, backplane, router, auth, activity));
+    let activity_stop = CancellationToken::new();
+    let activity = tokio::spawn(run_activity_publisher(node.clone(), activity_rx, activity_stop.clone()));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
     start_cluster(&node, &tracker, &drain)?;
     let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
-    Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
+    Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server, activity: (activity_stop, activity) })
 }
 
 /// Kubernetes membership (its API client is named here only) and the rebalancing loop, when
@@ -248,6 +253,10 @@ impl RunningNode {
         }
         self.stop_accepting.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        // The last `disconnected` events, bounded by the publisher's own flush deadline.
+        let (stop, publisher) = self.activity;
+        stop.cancel();
+        let _ = publisher.await;
         self.node.backplane.leave().await;
         tracing::info!(node = %self.node.id, "stopped");
     }

@@ -36,5 +36,6 @@ pub mod commands;
 pub mod config;
 pub mod protocol;
 pub mod routing;
+mod sync;
 pub mod telemetry;
 pub mod transport;

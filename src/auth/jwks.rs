@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::fetch::{self, read_capped, Capped};
 use super::keys::{KeySet, VerifyKey};
+use crate::sync::{lock, read, write};
 
 /// Shortest time between two refreshes forced by unknown `kid`s.
 pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(10);
@@ -141,7 +142,7 @@ impl JwksStore {
     }
 
     fn snapshot(&self) -> Option<Arc<KeySet>> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.current).clone()
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<VerifyKey>> {
@@ -150,7 +151,7 @@ impl JwksStore {
 
     /// Whether a forced refresh may run now; if so, it is counted as run.
     fn may_force(&self) -> bool {
-        let mut last = self.last_forced.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last_forced);
         let now = Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < FORCED_REFRESH_EVERY) {
             return false;
@@ -175,7 +176,7 @@ impl JwksStore {
                 } else {
                     tracing::debug!(?kids, "JWK set refreshed, unchanged");
                 }
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+                *write(&self.current) = Some(Arc::new(set));
                 Ok(())
             }
             Err(e) => {

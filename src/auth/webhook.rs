@@ -20,6 +20,7 @@ use reqwest::{redirect, StatusCode, Url};
 
 use super::fetch::{self, read_capped, Capped};
 use super::{AuthError, Authenticator, Claims, Identity};
+use crate::sync::lock;
 
 /// Largest webhook answer read; a larger one is a failure, not a truncated parse.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -117,7 +118,7 @@ struct Cache {
 
 impl Cache {
     fn get(&self, token: &str) -> Option<Identity> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         match entries.get(token) {
             Some((until, identity)) if *until > Instant::now() => Some(identity.clone()),
             Some(_) => {
@@ -135,7 +136,7 @@ impl Cache {
             let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
             until = until.min(now + Duration::from_secs(left));
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= MAX_CACHED {
             entries.retain(|_, (t, _)| *t > now);
             if entries.len() >= MAX_CACHED {

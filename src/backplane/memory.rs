@@ -21,6 +21,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::protocol::timestamp_now;
+use crate::sync::{lock, read, write};
 use chan::Chan;
 
 /// The channels and their per-room index.
@@ -206,18 +207,6 @@ async fn sweep_loop(bus: Weak<MemoryBus>, period: Duration) {
         let Some(bus) = bus.upgrade() else { return };
         bus.sweep();
     }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock(c: &Mutex<Chan>) -> std::sync::MutexGuard<'_, Chan> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One node's view of a [`MemoryBus`].

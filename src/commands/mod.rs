@@ -38,7 +38,10 @@ use crate::protocol::{
 use crate::routing::{ConnHandle, Router};
 use crate::telemetry::metrics;
 
-pub use activity::{Activity, ErrorContext};
+pub use activity::{
+    run_publisher as run_activity_publisher, Activity, ActivityQueue, ErrorContext,
+    QUEUE_EVENTS as ACTIVITY_QUEUE_EVENTS,
+};
 pub use args::Args;
 pub use publish::{publish_event, Origin};
 
@@ -62,6 +65,8 @@ pub struct Node {
     pub http_limiter: DefaultDirectRateLimiter,
     /// Node-wide bucket for `GET /v1/history`.
     pub http_history_limiter: DefaultDirectRateLimiter,
+    /// `_sys:activity` events waiting for the publisher task.
+    pub activity: ActivityQueue,
 }
 
 impl Node {
@@ -72,6 +77,7 @@ impl Node {
         backplane: Arc<dyn Backplane>,
         router: Arc<Router>,
         auth: Arc<dyn Authenticator>,
+        activity: ActivityQueue,
     ) -> Self {
         let rate = config.limits.http_publish_rate_per_s;
         let http_limiter = RateLimiter::direct(quota(rate, rate));
@@ -87,6 +93,7 @@ impl Node {
             draining: AtomicBool::new(false),
             http_limiter,
             http_history_limiter,
+            activity,
         }
     }
 
@@ -252,15 +259,15 @@ pub struct Session {
 pub const ERROR_ACTIVITY_PER_S: u32 = 5;
 
 impl Session {
-    /// Registers the connection with the router and announces it.
-    pub async fn open(node: Arc<Node>, conn: Arc<ConnHandle>, identity: Identity) -> Self {
+    /// Registers the connection with the router and announces it (queued: never waits).
+    pub fn open(node: Arc<Node>, conn: Arc<ConnHandle>, identity: Identity) -> Self {
         let l = &node.config.limits;
         let limiter = RateLimiter::direct(quota(l.publish_rate_per_s, l.publish_burst));
         let commands = RateLimiter::direct(quota(l.command_rate_per_s, l.command_burst));
         node.router.register(&conn);
         let error_activity = RateLimiter::direct(quota(ERROR_ACTIVITY_PER_S, ERROR_ACTIVITY_PER_S * 2));
         let s = Self { node, conn, identity, limiter, commands, error_activity, violations: 0 };
-        s.activity(Activity::Connected, None).await;
+        s.activity(Activity::Connected, None);
         s
     }
 
@@ -371,13 +378,13 @@ impl Session {
             return flow;
         }
         let user = self.identity.user.as_deref();
-        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close).await;
+        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close);
         flow
     }
 
-    /// Publishes an activity event to `_sys:activity`.
-    async fn activity(&self, kind: Activity, key: Option<&crate::protocol::ChannelKey>) {
-        activity::publish(&self.node, kind, &self.conn.client_id, self.identity.user.as_deref(), key).await;
+    /// Queues an activity event for `_sys:activity`.
+    fn activity(&self, kind: Activity, key: Option<&crate::protocol::ChannelKey>) {
+        activity::publish(&self.node, kind, &self.conn.client_id, self.identity.user.as_deref(), key);
     }
 
     /// Releases everything the connection held: subscriptions, presence, interest.
@@ -385,7 +392,7 @@ impl Session {
         for (key, sub) in self.node.router.unregister(&self.conn) {
             unsubscribe::release(&self, &key, &sub).await;
         }
-        self.activity(Activity::Disconnected, None).await;
+        self.activity(Activity::Disconnected, None);
     }
 
     /// Checks and takes a publish token.

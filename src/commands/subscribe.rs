@@ -99,7 +99,7 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
     let sent = replay(s, &key, start, pos.top).instrument(span.clone()).await;
     trace::read_count(&span, sent);
     node.router.go_live(&sub, pos.top);
-    s.activity(Activity::Subscribed, Some(&key)).await;
+    s.activity(Activity::Subscribed, Some(&key));
     Ok(Outcome::Sent)
 }
 

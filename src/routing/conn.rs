@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{close, ChannelKey, Frame};
+use crate::sync::lock;
 use crate::telemetry::metrics;
 
 /// A connection's limits: frames and bytes queued at most.
@@ -245,11 +246,11 @@ impl ConnHandle {
     }
 
     fn subs(&self) -> MutexGuard<'_, Vec<ChannelKey>> {
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.subs)
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backplane::{GoneReason, Inbound, LiveEvent};
 use crate::protocol::{close, event_timestamp_ms, unsubscribed_frame, ChannelKey, Frame, Target};
+use crate::sync::{lock, read, write};
 use crate::telemetry::metrics;
 
 pub use conn::{ConnHandle, Outbox, OutboxLimits};
@@ -50,7 +51,7 @@ impl Sub {
             return false;
         }
         if self.buffering.load(Ordering::Acquire) {
-            let mut guard = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = lock(&self.buffer);
             if let Some(buf) = guard.as_mut() {
                 if buf.frames.len() >= buf.limit {
                     if self.conn.close(close::SLOW_CONSUMER) {
@@ -105,14 +106,6 @@ impl Default for Router {
     }
 }
 
-fn rd<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wr<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Router {
     /// An empty router.
     pub fn new() -> Arc<Self> {
@@ -127,9 +120,9 @@ impl Router {
 
     /// Makes a connection reachable for private messages.
     pub fn register(&self, conn: &Arc<ConnHandle>) {
-        wr(&self.conns).insert(conn.client_id.clone(), conn.clone());
+        write(&self.conns).insert(conn.client_id.clone(), conn.clone());
         if let Some(u) = &conn.user {
-            wr(&self.users).entry(u.clone()).or_default().push(conn.clone());
+            write(&self.users).entry(u.clone()).or_default().push(conn.clone());
         }
         self.count.fetch_add(1, Ordering::Relaxed);
     }
@@ -137,11 +130,11 @@ impl Router {
     /// Forgets a connection; returns the subscriptions it still had (for the caller to
     /// release in the backplane and presence).
     pub fn unregister(&self, conn: &Arc<ConnHandle>) -> Vec<(ChannelKey, Arc<Sub>)> {
-        if wr(&self.conns).remove(&conn.client_id).is_some() {
+        if write(&self.conns).remove(&conn.client_id).is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(u) = &conn.user {
-            let mut users = wr(&self.users);
+            let mut users = write(&self.users);
             if let Some(list) = users.get_mut(u) {
                 list.retain(|c| !Arc::ptr_eq(c, conn));
                 if list.is_empty() {
@@ -155,7 +148,7 @@ impl Router {
     /// Up to `n` open connections (any, in no particular order): those the node advises to
     /// reconnect elsewhere when it holds more than its share of the cluster's connections.
     pub fn pick(&self, n: usize) -> Vec<Arc<ConnHandle>> {
-        rd(&self.conns).values().filter(|c| !c.closing().is_cancelled()).take(n).cloned().collect()
+        read(&self.conns).values().filter(|c| !c.closing().is_cancelled()).take(n).cloned().collect()
     }
 
     /// Adds a subscription. With `buffering`, live frames are held until [`Router::go_live`].
@@ -167,7 +160,7 @@ impl Router {
         presence: bool,
         buffer_limit: Option<usize>,
     ) -> Result<Arc<Sub>, AlreadySubscribed> {
-        let mut shard = wr(self.shard(key));
+        let mut shard = write(self.shard(key));
         let subs = shard.entry(key.clone()).or_default();
         if subs.iter().any(|s| Arc::ptr_eq(&s.conn, conn)) {
             return Err(AlreadySubscribed);
@@ -192,7 +185,7 @@ impl Router {
     pub fn go_live(&self, sub: &Sub, after: u64) -> bool {
         // Before the buffer is taken: a late frame at or below `after` never slips through.
         sub.replayed_to.store(after, Ordering::Release);
-        let mut guard = sub.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(&sub.buffer);
         let held = guard.take().map(|b| b.frames).unwrap_or_default();
         let mut ok = true;
         for (offset, frame) in held {
@@ -209,7 +202,7 @@ impl Router {
 
     /// Removes a subscription; returns it if it existed.
     pub fn unsubscribe(&self, conn: &Arc<ConnHandle>, key: &ChannelKey) -> Option<Arc<Sub>> {
-        let mut shard = wr(self.shard(key));
+        let mut shard = write(self.shard(key));
         let subs = shard.get_mut(key)?;
         let i = subs.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
         let sub = subs.swap_remove(i);
@@ -224,7 +217,7 @@ impl Router {
 
 impl Inbound for Router {
     fn on_event(&self, ev: &LiveEvent) {
-        let shard = rd(self.shard(&ev.key));
+        let shard = read(self.shard(&ev.key));
         let Some(subs) = shard.get(&ev.key) else { return };
         let mut n = 0;
         for sub in subs {
@@ -244,7 +237,7 @@ impl Inbound for Router {
     }
 
     fn on_system(&self, key: &ChannelKey, frame: &Frame) {
-        if let Some(subs) = rd(self.shard(key)).get(key) {
+        if let Some(subs) = read(self.shard(key)).get(key) {
             subs.iter().for_each(|s| {
                 s.push(None, frame);
             });
@@ -252,7 +245,7 @@ impl Inbound for Router {
     }
 
     fn on_channel_gone(&self, key: &ChannelKey, reason: GoneReason) {
-        let Some(subs) = wr(self.shard(key)).remove(key) else { return };
+        let Some(subs) = write(self.shard(key)).remove(key) else { return };
         let frame = unsubscribed_frame(key, reason.as_str());
         for sub in subs {
             sub.conn.remove_sub(key);
@@ -263,14 +256,14 @@ impl Inbound for Router {
 
     fn on_private(&self, target: &Target, frame: &Frame) -> usize {
         let targets: Vec<Arc<ConnHandle>> = match target {
-            Target::Client(id) => rd(&self.conns).get(id.as_str()).cloned().into_iter().collect(),
-            Target::User(u) => rd(&self.users).get(u.as_str()).cloned().unwrap_or_default(),
+            Target::Client(id) => read(&self.conns).get(id.as_str()).cloned().into_iter().collect(),
+            Target::User(u) => read(&self.users).get(u.as_str()).cloned().unwrap_or_default(),
         };
         targets.iter().filter(|c| c.deliver(frame.clone())).count()
     }
 
     fn local_subscribers(&self, key: &ChannelKey) -> u64 {
-        rd(self.shard(key)).get(key).map_or(0, |s| s.len() as u64)
+        read(self.shard(key)).get(key).map_or(0, |s| s.len() as u64)
     }
 
     fn connections(&self) -> u64 {

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub rebalance_shed: IntCounter,
     /// Nodes of the cluster as this node sees them, itself included (0: membership is off).
     pub cluster_peers: IntGauge,
+    /// `_sys:activity` events not published, by `reason` (`queue_full`, `publish_failed`).
+    pub activity_dropped: IntCounterVec,
 }
 
 // Names and labels are constants: construction cannot fail at run time (a test covers it).
@@ -156,6 +158,11 @@ fn build() -> Metrics {
             "Clients advised to reconnect elsewhere because this node held more than its share",
         ),
         cluster_peers: gauge("cluster_peers", "Nodes of the cluster as this node sees them, itself included"),
+        activity_dropped: vec(
+            "activity_events_dropped_total",
+            "_sys:activity events not published (queue full while the backplane is slow, or refused by it)",
+            "reason",
+        ),
     };
     let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
         Box::new(m.backplane_healthy.clone()),
@@ -181,8 +188,8 @@ fn build() -> Metrics {
         Box::new(m.slow_consumers.clone()),
         Box::new(m.closes.clone()),
     ];
-    let cluster: [Box<dyn prometheus::core::Collector>; 2] =
-        [Box::new(m.rebalance_shed.clone()), Box::new(m.cluster_peers.clone())];
+    let cluster: [Box<dyn prometheus::core::Collector>; 3] =
+        [Box::new(m.rebalance_shed.clone()), Box::new(m.cluster_peers.clone()), Box::new(m.activity_dropped.clone())];
     for c in collectors.into_iter().chain(cluster) {
         if let Err(e) = m.registry.register(c) {
             tracing::warn!(error = %e, "metric registration failed");
@@ -202,8 +209,14 @@ fn build() -> Metrics {
     for reason in REFUSALS {
         m.refused.with_label_values(&[reason]);
     }
+    for reason in ACTIVITY_DROPS {
+        m.activity_dropped.with_label_values(&[reason]);
+    }
     m
 }
+
+/// The `reason` labels of `arqonbus_activity_events_dropped_total`.
+pub const ACTIVITY_DROPS: [&str; 2] = ["queue_full", "publish_failed"];
 
 /// The `reason` labels of `arqonbus_connections_refused_total`.
 pub const REFUSALS: [&str; 9] =

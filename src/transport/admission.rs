@@ -13,6 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::net::{same_origin, IpNet, OriginPattern};
 use crate::config::Config;
+use crate::sync::lock;
 
 /// Keys kept by the per-IP limiter before the ones with a full bucket are forgotten.
 const IP_KEYS_BEFORE_SWEEP: usize = 10_000;
@@ -91,7 +92,7 @@ impl Gate {
         if self.per_user == 0 {
             return Some(UserSlot(None));
         }
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = lock(&self.users);
         let (key, n) = match users.get_key_value(user) {
             Some((k, n)) => (k.clone(), *n),
             None => (Arc::from(user), 0),
@@ -110,7 +111,7 @@ pub struct UserSlot(Option<(UserCounts, Arc<str>)>);
 impl Drop for UserSlot {
     fn drop(&mut self) {
         let Some((users, key)) = self.0.take() else { return };
-        let mut users = users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = lock(&users);
         if let Some(n) = users.get_mut(&key) {
             *n -= 1;
             if *n == 0 {

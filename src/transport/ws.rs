@@ -178,18 +178,11 @@ fn run(st: Shared, socket: WebSocket, identity: Identity, slots: Slots) -> impl 
     let (sink, stream) = socket.split();
     let writer = st.tracker.spawn(write_loop(sink, rx, conn.clone(), st.drain.clone(), timing));
     let expiry = unix_deadline(identity.expires_at);
-    // Opening the session is the first "frame" handled: frames that arrive meanwhile wait.
-    let opening: Handling = {
-        let conn = conn.clone();
-        Box::pin(async move {
-            let session = Session::open(node, conn, identity).await;
-            tracing::debug!(client_id = %session.conn.client_id, "connected");
-            (Box::new(session), Flow::Continue)
-        })
-    };
+    let session = Box::new(Session::open(node, conn.clone(), identity));
+    tracing::debug!(client_id = %conn.client_id, "connected");
     async move {
         let (session, mut stream, peer_closed) =
-            read_loop(stream, Slot::Busy(opening), (conn.clone(), expiry), timing.heartbeat).await;
+            read_loop(stream, Slot::Idle(session), (conn.clone(), expiry), timing.heartbeat).await;
         Box::pin(session.close()).await;
         conn.close(close::NORMAL);
         let clean = writer.await.unwrap_or(false);
@@ -571,7 +564,7 @@ mod tests {
     }
 
     /// Every idle connection holds its tasks' futures: they stay small because the setup is
-    /// synchronous, the session and rare paths (opening, closing, draining, commands) are boxed,
+    /// synchronous, the session and rare paths (closing, draining, commands) are boxed,
     /// and writes are pinned once (memory per idle connection is a target, docs/performance.md).
     #[test]
     fn idle_connection_tasks_stay_small() {
