@@ -121,6 +121,37 @@ impl RedisCluster {
         self.wait_ok(OK_TIMEOUT);
     }
 
+    /// Starts moving hash slot `slot` from the master on `from` to the master on `to` by hand:
+    /// `CLUSTER SETSLOT … IMPORTING` on `to`, `… MIGRATING` on `from`, then every key of the
+    /// slot `MIGRATE`d. Commands for the slot's keys now get `ASK` from `from`, until
+    /// [`RedisCluster::finish_slot_move`].
+    pub fn begin_slot_move(&self, slot: u16, from: u16, to: u16) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        assert_eq!(self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]), "OK");
+        assert_eq!(self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]), "OK");
+        let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let port = to.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        assert_eq!(self.cli(from, &args), "OK", "MIGRATE");
+    }
+
+    /// Ends a move begun by [`RedisCluster::begin_slot_move`]: `CLUSTER SETSLOT … NODE` on the
+    /// new owner, then on every other master.
+    pub fn finish_slot_move(&self, slot: u16, to: u16) {
+        let slot = slot.to_string();
+        let to_id = self.node_id(to);
+        assert_eq!(self.cli(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]), "OK");
+        for m in self.masters().into_iter().filter(|m| *m != to) {
+            assert_eq!(self.cli(m, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]), "OK", ":{m}");
+        }
+    }
+
     /// `CLUSTER FAILOVER` on the replica on `replica`: a coordinated switch-over (the master
     /// stops writes until the replica caught up). Returns once the replica is master and every
     /// node agrees.

@@ -305,8 +305,8 @@ impl RedisBackplane {
         // Subscribe to messages before connecting so nothing is missed.
         let messages = inner.sub.message_rx();
         let reconnects = inner.sub.reconnect_rx();
-        drop(inner.client.connect());
-        drop(inner.sub.connect());
+        tokio::spawn(redirect::keep_connected(inner.client.clone(), inner.cancel.clone()));
+        tokio::spawn(redirect::keep_connected(inner.sub.clone(), inner.cancel.clone()));
         let (a, b) = tokio::join!(
             tokio::time::timeout(wait, inner.client.wait_for_connect()),
             tokio::time::timeout(wait, inner.sub.wait_for_connect()),
@@ -376,7 +376,18 @@ impl Inner {
         args: Vec<String>,
     ) -> BpResult<Value> {
         self.connected()?;
-        script.evalsha_with_reload(&self.client, keys, args).await.map_err(bp)
+        // Two attempts: an ASK is followed (with one, fred ends its connection task on it);
+        // these scripts are safe to run again after a cut connection.
+        let opts = fred::types::config::Options { max_attempts: Some(2), ..Default::default() };
+        let client = self.client.with_options(&opts);
+        let sha = script.sha1().clone();
+        match client.evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(&self.client).await.map_err(bp)?;
+                client.evalsha(sha, keys, args).await.map_err(bp)
+            }
+            r => r.map_err(bp),
+        }
     }
 
     /// The node's highest known offset of a channel, for the failover guard.
