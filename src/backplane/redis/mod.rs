@@ -8,7 +8,8 @@
 //! periodically and after a reconnect, and turns a lost stream into a new epoch that clients
 //! see (`history_lost`). Readiness is a canary published and received through pub/sub. On
 //! Sentinel the node also asks the sentinels for the master at every canary tick and reconnects
-//! as soon as most of them name another server.
+//! as soon as most of them name another server. On Cluster, publishes follow `MOVED`
+//! (`redirect.rs`) and subscriptions follow their slot when it moves or fails over (`slots.rs`).
 
 mod keys;
 mod live;
