@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::common::{Client, Read};
+use support::common::{metric, Client, Read};
 use support::*;
 
 const ROOM: &str = "bus";
@@ -659,4 +659,339 @@ async fn sentinel_switchover_during_traffic_loses_no_acked_event_silently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_killed_master_during_traffic_loses_no_acked_event_silently() {
     failover_during_traffic(Disruption::KillMaster).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster: hash slots moving and masters failing over under subscribed channels.
+
+/// Gateways on `cluster` that check the slot map every 300 ms, with `more` settings.
+async fn cluster_gateways(cluster: &RedisCluster, more: &[(&'static str, String)]) -> (Gateway, Gateway) {
+    let mut env = vec![
+        ("ARQONBUS_BACKPLANE__URL", cluster_url(cluster)),
+        ("ARQONBUS_BACKPLANE__SLOT_CHECK_INTERVAL_MS", "300".to_owned()),
+    ];
+    env.extend(more.iter().cloned());
+    (spawn_gateway(&env).await, spawn_gateway(&env).await)
+}
+
+/// Waits until the master on `port` holds `n` subscriptions (one per gateway) to `ch`.
+async fn wait_shard_subscribers(cluster: &RedisCluster, port: u16, ch: &str, n: u64) {
+    let what = format!("{n} subscriptions to {ch} on :{port}");
+    wait_until(Duration::from_secs(10), &what, || {
+        tokio::task::block_in_place(|| shard_subscribers(cluster, port, ch)) == n
+    })
+    .await;
+}
+
+/// Subscribers on gateways `a` and `b` to every channel, each collecting until its markers,
+/// and a publisher on `a` publishing with acks round-robin until stopped.
+struct Traffic {
+    /// Each channel's epoch at the start.
+    initial: HashMap<String, String>,
+    deadline: Instant,
+    views: [tokio::task::JoinHandle<View>; 2],
+    log: Arc<Mutex<PubLog>>,
+    stop: Arc<AtomicBool>,
+    publisher: tokio::task::JoinHandle<Client>,
+}
+
+impl Traffic {
+    async fn start(a: &Gateway, b: &Gateway, channels: &[String]) -> Traffic {
+        let mut s1 = Client::connect(a.addr()).await;
+        let mut s2 = Client::connect(b.addr()).await;
+        let v1 = subscribe_all(&mut s1, channels).await;
+        let v2 = subscribe_all(&mut s2, channels).await;
+        let initial = v1.iter().map(|(ch, s)| (ch.clone(), s[0].epoch.clone())).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let views = [tokio::spawn(collect(s1, v1, deadline)), tokio::spawn(collect(s2, v2, deadline))];
+        let log = Arc::new(Mutex::new(PubLog::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = Client::connect(a.addr()).await;
+        let publisher = tokio::spawn(publish_until(p, channels.to_vec(), log.clone(), stop.clone()));
+        Traffic { initial, deadline, views, log, stop, publisher }
+    }
+
+    /// Acked publishes from seq `from` on.
+    fn acked_since(&self, from: u64) -> usize {
+        self.log.lock().unwrap().acked.range(from..).count()
+    }
+
+    /// The seq of the next publish.
+    fn next(&self) -> u64 {
+        self.log.lock().unwrap().next
+    }
+
+    /// Stops the publisher, publishes a marker on each channel, and returns the publisher's log
+    /// and what each subscriber saw.
+    async fn finish(self, channels: &[String]) -> (PubLog, [View; 2]) {
+        self.stop.store(true, Ordering::Release);
+        let mut p = self.publisher.await.expect("publisher");
+        let mut seq = self.log.lock().unwrap().next;
+        // Each try under a new seq: a refused publish may have been stored after all.
+        for ch in channels {
+            while !publish_seq(&mut p, ch, json!({ "seq": seq, "marker": true }), seq, &self.log).await {
+                seq += 1;
+                assert!(Instant::now() < self.deadline, "cannot publish the marker of {ch}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seq += 1;
+        }
+        let [v1, v2] = self.views;
+        let views = [v1.await.expect("subscriber on gateway A"), v2.await.expect("subscriber on gateway B")];
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        (log, views)
+    }
+}
+
+/// `redis-cli --cluster reshard` moves the slots of four channels (subscribed on two gateways)
+/// to another master while a publisher publishes with acks. Sweeps are rare here (60 s), so
+/// what reaches the subscribers after the move comes through their subscriptions made again on
+/// the new master: every acked event reaches every subscriber once, in order, in the same
+/// epoch, and a `since` resume afterwards on either gateway is gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_reshard_during_traffic_delivers_every_acked_event_once_in_order() {
+    const MOVE: usize = 1500;
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3)).await.expect("cluster starts");
+    let (from, to) = (cluster.ports()[0], cluster.ports()[1]);
+    let moving: BTreeSet<u16> = tokio::task::block_in_place(|| cluster.first_slots(from, MOVE)).into_iter().collect();
+    let slot = |ch: &str| fred::util::redis_keyslot(live_key(ch).as_bytes());
+    let (mut moved, mut staying) = (Vec::new(), Vec::new());
+    for ch in (0..).map(|i| format!("r{i}")) {
+        if moving.contains(&slot(&ch)) {
+            if moved.len() < 4 {
+                moved.push(ch);
+            }
+        } else if staying.len() < 2 {
+            staying.push(ch);
+        }
+        if moved.len() == 4 && staying.len() == 2 {
+            break;
+        }
+    }
+    let channels: Vec<String> = moved.iter().chain(&staying).cloned().collect();
+    let owners: HashMap<String, u16> = tokio::task::block_in_place(|| {
+        staying.iter().map(|ch| (ch.clone(), cluster.owner_of(&meta_key(ch)))).collect()
+    });
+    let (a, b) = cluster_gateways(&cluster, &[("ARQONBUS_BACKPLANE__SWEEP_INTERVAL_MS", "60000".into())]).await;
+
+    let t = Traffic::start(&a, &b, &channels).await;
+    let initial = t.initial.clone();
+    for ch in &moved {
+        wait_shard_subscribers(&cluster, from, ch, 2).await;
+    }
+    wait_until(Duration::from_secs(20), "60 acked publishes before the reshard", || t.acked_since(0) >= 60).await;
+    let before: HashMap<String, u64> = {
+        let log = t.log.lock().unwrap();
+        let last = |ch: &String| log.acked.values().filter(|(c, _)| c == ch).map(|a| a.1).max().unwrap_or(0);
+        channels.iter().map(|ch| (ch.clone(), last(ch))).collect()
+    };
+
+    let started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.reshard(from, to, MOVE);
+        cluster
+    })
+    .await
+    .expect("reshard");
+    let took = started.elapsed();
+    tokio::task::block_in_place(|| {
+        for ch in &moved {
+            assert_eq!(cluster.owner_of(&meta_key(ch)), to, "{ch} moved");
+        }
+        for ch in &staying {
+            assert_eq!(cluster.owner_of(&meta_key(ch)), owners[ch], "{ch} stayed");
+        }
+    });
+    // Both gateways listen on the new master now, and no longer on the old one.
+    for ch in &moved {
+        wait_shard_subscribers(&cluster, to, ch, 2).await;
+        assert_eq!(tokio::task::block_in_place(|| shard_subscribers(&cluster, from, ch)), 0, "{ch} on :{from}");
+    }
+    let n = t.next();
+    wait_until(Duration::from_secs(20), "60 acked publishes after the reshard", || t.acked_since(n) >= 60).await;
+    let (log, views) = t.finish(&channels).await;
+
+    let mut reader = Client::connect(b.addr()).await;
+    for ch in &channels {
+        let history = full_history(&mut reader, ch).await;
+        assert_eq!(history.0, initial[ch], "{ch}: the same epoch after the move");
+        let acks: Vec<(u64, u64)> =
+            log.acked.iter().filter(|(_, (c, _))| c == ch).map(|(seq, (_, off))| (*seq, *off)).collect();
+        // followed = 0: every acked event reaches every subscriber.
+        check_channel(ch, &initial[ch], &acks, 0, &log, &history, &views);
+        let top = history.1.last().expect("events").0;
+        assert_eq!(history.1.len() as u64, top, "{ch}: offsets 1..={top} all in the history");
+        for (n, view) in views.iter().enumerate() {
+            assert_eq!(view[ch].len(), 1, "{ch}: subscriber {n} was never unsubscribed: {:?}", view[ch]);
+            assert_eq!(view[ch][0].events, history.1, "{ch}: subscriber {n} got exactly the history");
+        }
+        // A resume from before the move, on either gateway: every event after it, once, in order.
+        for g in [&a, &b] {
+            let mut c = Client::connect(g.addr()).await;
+            let since = json!({ "offset": before[ch], "epoch": initial[ch] });
+            let r = c.ok("subscribe", json!({ "room": ROOM, "channel": ch, "since": since })).await;
+            assert_eq!(r["recovered"], true, "{ch}: {r}");
+            assert_eq!(r["offset"], top, "{ch}: {r}");
+            let got = read_events(&mut c, (top - before[ch]) as usize, Duration::from_secs(10)).await;
+            let got: Vec<(u64, u64)> =
+                got[ch].iter().map(|(o, payload, _)| (*o, payload["seq"].as_u64().expect("seq"))).collect();
+            assert_eq!(got, history.1[before[ch] as usize..], "{ch}: the resume from {}", before[ch]);
+            c.silent_for(Duration::from_millis(200)).await;
+        }
+    }
+    let moves = [
+        metric(a.addr(), "arqonbus_backplane_slot_moves_total").await,
+        metric(b.addr(), "arqonbus_backplane_slot_moves_total").await,
+    ];
+    assert!(moves.iter().all(|m| *m >= 1.0), "each gateway counted the moves: {moves:?}");
+    let errors: BTreeSet<&str> = log.failed.values().map(String::as_str).collect();
+    assert!(errors.iter().all(|e| *e == "UNAVAILABLE" || *e == "TIMEOUT"), "refusals: {errors:?}");
+    eprintln!(
+        "reshard of {MOVE} slots :{from} → :{to} in {took:?}; {} acked, {} refused ({errors:?}); slot moves \
+         counted {moves:?}",
+        log.acked.len(),
+        log.failed.len()
+    );
+}
+
+/// A Cluster with a replica per master; `CLUSTER FAILOVER` on the replica of a subscribed
+/// channel's master while a publisher publishes with acks. Either nothing acked is lost, or the
+/// loss shows as a new epoch with `recovered:false`; never a silent gap. The gateways listen on
+/// the promoted master afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_during_traffic_loses_no_acked_event_silently() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with_replicas(3)).await.expect("cluster starts");
+    let channels: Vec<String> = (0..3).map(|i| format!("f{i}")).collect();
+    let (old_master, replica) = tokio::task::block_in_place(|| {
+        let m = cluster.owner_of(&meta_key(&channels[0]));
+        (m, cluster.replica_of(m).expect("a replica per master"))
+    });
+    let (a, b) = cluster_gateways(&cluster, &[]).await;
+    let t = Traffic::start(&a, &b, &channels).await;
+    let initial = t.initial.clone();
+    wait_until(Duration::from_secs(20), "30 acked publishes before the failover", || t.acked_since(0) >= 30).await;
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.failover(replica);
+        cluster
+    })
+    .await
+    .expect("failover");
+    let failed_over = Instant::now();
+    assert_eq!(tokio::task::block_in_place(|| cluster.owner_of(&meta_key(&channels[0]))), replica);
+    // From the first event of the failed-over channel acked and stored on the promoted master
+    // on, nothing acked may be lost.
+    let after = t.next();
+    let stored_on_new_master = || {
+        let last = t
+            .log
+            .lock()
+            .unwrap()
+            .acked
+            .range(after..)
+            .rfind(|(_, (c, _))| *c == channels[0])
+            .map(|(s, (_, o))| (*s, *o));
+        let (seq, offset) = last?;
+        let id = format!("{offset}-0");
+        let out =
+            tokio::task::block_in_place(|| cluster.cli(replica, &["XRANGE", &stream_key(&channels[0]), &id, &id]));
+        out.contains(&format!("\"seq\":{seq}}}")).then_some(seq)
+    };
+    let followed =
+        poll_until(Duration::from_secs(30), "an acked publish stored on the promoted master", stored_on_new_master)
+            .await;
+    let lag = failed_over.elapsed();
+    wait_shard_subscribers(&cluster, replica, &channels[0], 2).await;
+    wait_until(Duration::from_secs(30), "30 acked publishes after the failover", || t.acked_since(followed) >= 30)
+        .await;
+    a.wait_ready(200, READY).await;
+    b.wait_ready(200, READY).await;
+    let (log, views) = t.finish(&channels).await;
+
+    let mut reader = Client::connect(a.addr()).await;
+    for ch in &channels {
+        let history = full_history(&mut reader, ch).await;
+        let top = history.1.last().map_or(0, |e| e.0);
+        let owner = tokio::task::block_in_place(|| cluster.owner_of(&meta_key(ch)));
+        assert_eq!(cluster.cli(owner, &["HGET", &meta_key(ch), "offset"]), top.to_string(), "{ch}");
+        let acks: Vec<(u64, u64)> =
+            log.acked.iter().filter(|(_, (c, _))| c == ch).map(|(seq, (_, off))| (*seq, *off)).collect();
+        check_channel(ch, &initial[ch], &acks, followed, &log, &history, &views);
+    }
+    let moves = [
+        metric(a.addr(), "arqonbus_backplane_slot_moves_total").await,
+        metric(b.addr(), "arqonbus_backplane_slot_moves_total").await,
+    ];
+    let errors: BTreeSet<&str> = log.failed.values().map(String::as_str).collect();
+    assert!(errors.iter().all(|e| *e == "UNAVAILABLE" || *e == "TIMEOUT"), "refusals: {errors:?}");
+    let changed: Vec<&String> = channels.iter().filter(|ch| views[0][*ch].len() > 1).collect();
+    eprintln!(
+        "cluster failover :{old_master} → :{replica}: {} acked, {} refused ({errors:?}); seq {followed} stored on the \
+         promoted master {lag:?} after; slot moves counted {moves:?}; new epoch on {changed:?}",
+        log.acked.len(),
+        log.failed.len()
+    );
+}
+
+/// A channel's slot moved by hand, one step at a time, with a subscriber on one gateway and a
+/// publisher on the other. While the channel's keys are on the importing master and the slot
+/// is not yet reassigned (the old master answers `ASK`), a publish is acked or refused with
+/// UNAVAILABLE or TIMEOUT, never INTERNAL; once the slot is reassigned (`MOVED`), publishes are
+/// acked and stored on the new master. The subscriber gets every stored event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_publishes_during_a_hand_driven_slot_move_are_never_wrongly_answered() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3)).await.expect("cluster starts");
+    let ch = "m0";
+    let slot = fred::util::redis_keyslot(meta_key(ch).as_bytes());
+    let from = tokio::task::block_in_place(|| cluster.owner_of(&meta_key(ch)));
+    let to = *cluster.ports().iter().find(|p| **p != from).expect("another master");
+    let (a, b) = cluster_gateways(&cluster, &[]).await;
+    let mut s = Client::connect(a.addr()).await;
+    let mut p = Client::connect(b.addr()).await;
+    let log = Mutex::new(PubLog::default());
+    assert!(publish_seq(&mut p, ch, json!({ "seq": 0 }), 0, &log).await);
+    let epoch = s.subscribe(ROOM, ch).await["epoch"].as_str().expect("epoch").to_owned();
+    assert!(publish_seq(&mut p, ch, json!({ "seq": 1 }), 1, &log).await);
+
+    tokio::task::block_in_place(|| cluster.begin_slot_move(slot, from, to));
+    for seq in 2..5 {
+        publish_seq(&mut p, ch, json!({ "seq": seq }), seq, &log).await;
+    }
+    tokio::task::block_in_place(|| cluster.finish_slot_move(slot, to));
+    // After the move: acked, on the new master (a refusal is retried under a new seq).
+    let mut seq = 5;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.lock().unwrap().acked.range(5..).count() < 3 {
+        if !publish_seq(&mut p, ch, json!({ "seq": seq }), seq, &log).await {
+            assert!(Instant::now() < deadline, "no publish acked after the move: {:?}", log.lock().unwrap().failed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seq += 1;
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    let errors: BTreeSet<&str> = log.failed.values().map(String::as_str).collect();
+    assert!(errors.iter().all(|e| *e == "UNAVAILABLE" || *e == "TIMEOUT"), "refusals: {errors:?}");
+    let (last_seq, (_, top)) = log.acked.iter().next_back().map(|(s, a)| (*s, a.clone())).expect("acked");
+    let id = format!("{top}-0");
+    let stored = tokio::task::block_in_place(|| cluster.cli(to, &["XRANGE", &stream_key(ch), &id, &id]));
+    assert!(stored.contains(&format!("\"seq\":{last_seq}}}")), "stored on the new master :{to}: {stored}");
+
+    let mut reader = Client::connect(b.addr()).await;
+    let history = full_history(&mut reader, ch).await;
+    assert_eq!(history.0, epoch, "the same epoch");
+    assert_eq!(history.1.last().map(|e| e.0), Some(top), "the last ack is the top");
+    let acked_offset: HashMap<u64, u64> = log.acked.iter().map(|(s, (_, o))| (*s, *o)).collect();
+    let sent = |seq: u64| acked_offset.contains_key(&seq) || log.failed.contains_key(&seq);
+    check_stream(ch, "history", &history.1, true, &acked_offset, &sent);
+    for seq in acked_offset.keys() {
+        assert!(history.1.iter().any(|e| e.1 == *seq), "acked seq {seq} in the history: {history:?}");
+    }
+    // The subscriber (from offset 2 on): exactly the history, live or repaired.
+    let got = read_events(&mut s, history.1.len() - 1, Duration::from_secs(10)).await;
+    let got: Vec<(u64, u64)> =
+        got[ch].iter().map(|(o, payload, _)| (*o, payload["seq"].as_u64().expect("seq"))).collect();
+    assert_eq!(got, history.1[1..], "the subscriber's events");
+    s.silent_for(Duration::from_millis(300)).await;
+    wait_shard_subscribers(&cluster, to, ch, 1).await;
+    eprintln!("hand-driven move of slot {slot} :{from} → :{to}: {} acked, refused {:?}", log.acked.len(), log.failed);
 }

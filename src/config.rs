@@ -290,6 +290,9 @@ pub struct BackplaneConfig {
     pub canary_interval_ms: u64,
     /// Period of the check that every subscribed channel is at the top of its stream (ms).
     pub sweep_interval_ms: u64,
+    /// Redis Cluster: period of the check that every subscribed channel's hash slot is still
+    /// served by the master holding its subscription (ms).
+    pub slot_check_interval_ms: u64,
 }
 
 impl Default for BackplaneConfig {
@@ -307,6 +310,7 @@ impl Default for BackplaneConfig {
             node_ttl_s: 10,
             canary_interval_ms: 1000,
             sweep_interval_ms: 5000,
+            slot_check_interval_ms: 1000,
         }
     }
 }
@@ -476,7 +480,7 @@ impl Config {
         if b.key_prefix.is_empty() || b.key_prefix.len() > 64 || b.key_prefix.contains(['{', '}', ' ']) {
             return bad("backplane.key_prefix", "must be 1-64 characters without braces or spaces");
         }
-        let checks: [(&'static str, bool, &str); 4] = [
+        let checks: [(&'static str, bool, &str); 5] = [
             (
                 "backplane.command_timeout_ms",
                 (100..=60_000).contains(&b.command_timeout_ms),
@@ -491,6 +495,11 @@ impl Config {
             (
                 "backplane.sweep_interval_ms",
                 (100..=600_000).contains(&b.sweep_interval_ms),
+                "must be between 100 and 600000",
+            ),
+            (
+                "backplane.slot_check_interval_ms",
+                (100..=600_000).contains(&b.slot_check_interval_ms),
                 "must be between 100 and 600000",
             ),
         ];

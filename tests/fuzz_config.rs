@@ -109,6 +109,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("backplane.node_ttl_s", int(U64, 2, 3600)),
     ("backplane.canary_interval_ms", int(U64, 100, 60_000)),
     ("backplane.sweep_interval_ms", int(U64, 100, 600_000)),
+    ("backplane.slot_check_interval_ms", int(U64, 100, 600_000)),
     ("auth.kind", text(&["none", "jwt", "webhook"], &["JWT", "basic"])),
     ("auth.jwt_algorithm", text(&["HS256", "HS384", "RS256", "EdDSA"], &[])),
     ("auth.jwt_issuer", text(&["https://idp.example"], &[])),

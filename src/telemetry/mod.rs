@@ -43,6 +43,9 @@ pub struct Metrics {
     pub gap_repaired: IntCounter,
     /// Local subscriptions ended by the backplane, by `reason` (`history_lost`, `channel_deleted`).
     pub backplane_gone: IntCounterVec,
+    /// Redis Cluster: subscribed channels found served by another master than the one holding
+    /// their subscription (a slot moved or failed over), then subscribed there again.
+    pub slot_moves: IntCounter,
     /// Connections dropped because their socket accepted no bytes for `limits.write_timeout_ms`.
     pub write_timeouts: IntCounter,
     /// 1 when the node reaches its backplane (the readiness check), 0 when not; set at each scrape.
@@ -122,6 +125,10 @@ fn build() -> Metrics {
             "Channels whose local subscriptions the backplane ended, by reason",
             "reason",
         ),
+        slot_moves: counter(
+            "backplane_slot_moves_total",
+            "Subscribed channels whose Redis Cluster slot moved to another master, subscribed there again",
+        ),
         write_timeouts: counter(
             "write_timeouts_total",
             "Connections dropped because their socket accepted no bytes for the write timeout",
@@ -164,7 +171,7 @@ fn build() -> Metrics {
             "reason",
         ),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
         Box::new(m.backplane_healthy.clone()),
         Box::new(m.publish_duration.clone()),
         Box::new(m.delivery_lag.clone()),
@@ -178,6 +185,7 @@ fn build() -> Metrics {
         Box::new(m.outbound_queued_bytes.clone()),
         Box::new(m.gap_repaired.clone()),
         Box::new(m.backplane_gone.clone()),
+        Box::new(m.slot_moves.clone()),
         Box::new(m.connections.clone()),
         Box::new(m.refused.clone()),
         Box::new(m.messages_in.clone()),

@@ -55,6 +55,8 @@ impl Track {
 pub(super) enum Ctl {
     /// A channel's first local subscription: deliver from after `top`.
     Init { key: ChannelKey, epoch: String, top: u64 },
+    /// Compare every channel with its stream now (its subscription moved).
+    Sweep,
 }
 
 /// A decoded live-channel message.
@@ -109,6 +111,7 @@ pub(super) async fn run(
             _ = inner.cancel.cancelled() => return,
             Some(c) = ctl.recv() => match c {
                 Ctl::Init { key, epoch, top } => init(&inner, key, epoch, top).await,
+                Ctl::Sweep => sweep_all(&inner).await,
             },
             r = reconnects.recv() => match r {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -148,7 +151,9 @@ async fn resubscribe(inner: &Inner) -> bool {
             return inner.sub.ssubscribe(channels.into_iter().collect::<Vec<_>>()).await;
         }
         for (_, group) in fred::util::group_by_hash_slot(channels)? {
+            let names: Vec<String> = group.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect();
             inner.sub.ssubscribe(group).await?;
+            super::slots::placed(inner, names.iter().map(String::as_str));
         }
         Ok(())
     }
@@ -380,7 +385,9 @@ pub(super) async fn subscribe(inner: &Arc<Inner>, key: &ChannelKey) -> BpResult<
     };
     let result: BpResult<()> = async {
         if first {
-            inner.sub.ssubscribe(inner.keys.live(key)).await.map_err(bp)?;
+            let live = inner.keys.live(key);
+            inner.sub.ssubscribe(live.clone()).await.map_err(bp)?;
+            super::slots::placed(inner, [live.as_str()]);
             let pos = inner.read(key, Span { touch: true, ..Span::POSITION }).await?.pos;
             let _ = inner.ctl.send(Ctl::Init { key: key.clone(), epoch: pos.epoch, top: pos.top });
         }

@@ -8,11 +8,14 @@
 //! periodically and after a reconnect, and turns a lost stream into a new epoch that clients
 //! see (`history_lost`). Readiness is a canary published and received through pub/sub. On
 //! Sentinel the node also asks the sentinels for the master at every canary tick and reconnects
-//! as soon as most of them name another server.
+//! as soon as most of them name another server. On Cluster, publishes follow `MOVED`
+//! (`redirect.rs`) and subscriptions follow their slot when it moves or fails over (`slots.rs`).
 
 mod keys;
 mod live;
+mod redirect;
 mod scripts;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,9 +45,14 @@ fn new_epoch() -> String {
 
 /// Replies of a server that cannot take the command now but will soon (restart, failover, a
 /// resharding Cluster), and fred's error for a command with no connection to go to (between a
-/// disconnect and the reconnect): none of them applied the command.
-const TRANSIENT: [&str; 6] =
-    ["LOADING", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "TRYAGAIN", "Failed to route command"];
+/// disconnect and the reconnect): none of them applied the command. Also fred's answer when a
+/// command's one attempt is used up by a `MOVED` (its slot map is refreshed then, so a retry
+/// goes to the new master) or a cut connection: for a fail-fast publish, see [`bp_sent`].
+const TRANSIENT: [&str; 7] =
+    ["LOADING", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "TRYAGAIN", "Failed to route command", USED_UP];
+
+/// fred's error for a command whose attempts are used up.
+const USED_UP: &str = "Too many failed write attempts";
 
 /// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
 fn bp(e: fred::error::Error) -> BackplaneError {
@@ -69,6 +77,8 @@ fn bp_sent(e: fred::error::Error) -> BackplaneError {
     match e.kind() {
         K::Canceled if e.details() == NOT_WRITTEN => BackplaneError::Unavailable(e.to_string()),
         K::IO | K::Timeout | K::Canceled => BackplaneError::Timeout(e.to_string()),
+        // Not a redirect (`redirect.rs` follows those): sent, then cut off.
+        K::Unknown if e.details().starts_with(USED_UP) => BackplaneError::Timeout(e.to_string()),
         _ => bp(e),
     }
 }
@@ -133,6 +143,8 @@ struct Inner {
     tracks: Mutex<HashMap<ChannelKey, Track>>,
     /// Serializes Redis SSUBSCRIBE/SUNSUBSCRIBE so interest changes apply in order.
     interest: tokio::sync::Mutex<()>,
+    /// Cluster: the master each shard channel's subscription went to (see `slots.rs`).
+    placed: Mutex<HashMap<String, Server>>,
     ctl: mpsc::UnboundedSender<Ctl>,
     /// Highest (epoch, offset) this node saw per channel, to detect counters going back.
     seen: Mutex<HashMap<ChannelKey, (String, u64)>>,
@@ -281,6 +293,7 @@ impl RedisBackplane {
             limits,
             tracks: Mutex::new(HashMap::new()),
             interest: tokio::sync::Mutex::new(()),
+            placed: Mutex::new(HashMap::new()),
             ctl: ctl_tx,
             seen: Mutex::new(HashMap::new()),
             canary_at: AtomicU64::new(0),
@@ -293,8 +306,8 @@ impl RedisBackplane {
         // Subscribe to messages before connecting so nothing is missed.
         let messages = inner.sub.message_rx();
         let reconnects = inner.sub.reconnect_rx();
-        drop(inner.client.connect());
-        drop(inner.sub.connect());
+        tokio::spawn(redirect::keep_connected(inner.client.clone(), inner.cancel.clone()));
+        tokio::spawn(redirect::keep_connected(inner.sub.clone(), inner.cancel.clone()));
         let (a, b) = tokio::join!(
             tokio::time::timeout(wait, inner.client.wait_for_connect()),
             tokio::time::timeout(wait, inner.sub.wait_for_connect()),
@@ -309,13 +322,15 @@ impl RedisBackplane {
             // One SSUBSCRIBE per channel: on Redis Cluster the two live in different slots, and
             // a multi-channel SSUBSCRIBE across slots is refused (CROSSSLOT).
             for channel in [inner.own_ctl.clone(), inner.private.clone()] {
-                if let Err(e) = inner.sub.ssubscribe(channel).await {
-                    tracing::error!(error = %e, "cannot subscribe to the node's control channels yet");
+                match inner.sub.ssubscribe(channel.clone()).await {
+                    Ok(()) => slots::placed(&inner, [channel.as_str()]),
+                    Err(e) => tracing::error!(error = %e, "cannot subscribe to the node's control channels yet"),
                 }
             }
         }
         tokio::spawn(live::run(inner.clone(), messages, reconnects, ctl_rx));
         tokio::spawn(live::maintain(inner.clone()));
+        tokio::spawn(slots::watch(inner.clone()));
         let node = Self { inner };
         // Start ready: wait (bounded) for the first canary to come back through pub/sub.
         let deadline = tokio::time::Instant::now() + if reachable { wait } else { Duration::ZERO };
@@ -362,7 +377,18 @@ impl Inner {
         args: Vec<String>,
     ) -> BpResult<Value> {
         self.connected()?;
-        script.evalsha_with_reload(&self.client, keys, args).await.map_err(bp)
+        // Two attempts: an ASK is followed (with one, fred ends its connection task on it);
+        // these scripts are safe to run again after a cut connection.
+        let opts = fred::types::config::Options { max_attempts: Some(2), ..Default::default() };
+        let client = self.client.with_options(&opts);
+        let sha = script.sha1().clone();
+        match client.evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(&self.client).await.map_err(bp)?;
+                client.evalsha(sha, keys, args).await.map_err(bp)
+            }
+            r => r.map_err(bp),
+        }
     }
 
     /// The node's highest known offset of a channel, for the failover guard.
@@ -491,7 +517,6 @@ impl Inner {
             timeout: Some(Duration::from_millis(self.cfg.command_timeout_ms)),
             ..Default::default()
         };
-        let client = self.client.with_options(&opts);
         // The slot is the first key's (fred would hash the first string: the script's sha).
         let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
         let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
@@ -500,11 +525,11 @@ impl Inner {
         all.extend(keys.into_iter().map(Value::from));
         all.extend(args.into_iter().map(Value::from));
         let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
-        match client.custom::<Value, Value>(cmd.clone(), all.clone()).await {
+        match redirect::send(self, &opts, cmd.clone(), all.clone(), slot).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 // Not run: load it and send it once more.
                 script.load(&self.client).await.map_err(bp)?;
-                client.custom(cmd, all).await.map_err(bp_sent)
+                redirect::send(self, &opts, cmd, all, slot).await.map_err(bp_sent)
             }
             r => r.map_err(bp_sent),
         }
