@@ -12,7 +12,9 @@
 
 mod keys;
 mod live;
+mod pressure;
 mod scripts;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +51,9 @@ const TRANSIENT: [&str; 6] =
 /// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
 fn bp(e: fred::error::Error) -> BackplaneError {
     use fred::error::ErrorKind as K;
+    if pressure::is_oom(&e) {
+        return BackplaneError::OutOfMemory(e.to_string());
+    }
     match e.kind() {
         K::IO | K::Timeout | K::Canceled | K::Backpressure | K::Routing | K::Cluster | K::Sentinel => {
             BackplaneError::Unavailable(e.to_string())
@@ -211,6 +216,16 @@ fn tls_with_ca(path: &std::path::Path) -> Result<TlsConfig, RedisStartError> {
     Ok(TlsConfig { connector: TlsConnector::from(config), hostnames: fred::types::config::TlsHostMapping::None })
 }
 
+/// TCP keepalive: an idle connection whose peer is gone (a Redis host that vanished) is probed
+/// after 5 s, every 2 s, and closed by the kernel after the system's count of unanswered probes
+/// (9 on Linux: about 25 s), not after the default two hours. A connection with commands waiting is the watchdog's (`watchdog.rs`).
+/// Nagle stays as the OS sets it.
+fn dead_peer_detection() -> fred::types::config::TcpConfig {
+    let keepalive =
+        fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(5)).with_interval(Duration::from_secs(2));
+    fred::types::config::TcpConfig { keepalive: Some(keepalive), ..Default::default() }
+}
+
 /// Longest wait of [`Backplane::leave`] on a Redis that answers.
 const LEAVE_LIMIT: Duration = Duration::from_secs(1);
 
@@ -253,8 +268,11 @@ impl RedisBackplane {
                 // A command cut by a disconnect is not sent again: a publish is never applied
                 // twice behind the client's back (it gets UNAVAILABLE and retries with its key).
                 c.max_command_attempts = 1;
-                c.unresponsive.max_timeout = Some(timeout * 2);
-                c.unresponsive.interval = Duration::from_millis(500);
+                // A connection whose last write has waited a command timeout for its answer is
+                // dead (fred's check; under steady writes `watchdog.rs` catches it instead).
+                c.unresponsive.max_timeout = Some(timeout);
+                c.unresponsive.interval = (timeout / 4).min(Duration::from_millis(500));
+                c.tcp = dead_peer_detection();
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
@@ -399,6 +417,7 @@ impl Inner {
             if span.tail { "1" } else { "0" }.to_owned(),
             span.max_bytes.to_string(),
             if span.touch { self.idle_floor_ms() } else { 0 }.to_string(),
+            new_epoch(),
         ];
         let k = &self.keys;
         let keys = vec![k.meta(key), k.stream(key), k.presence(key), k.presence_index(key), k.subs(key)];
@@ -723,7 +742,7 @@ impl Backplane for RedisBackplane {
         let sent = AtomicBool::new(false);
         let deadline = Duration::from_millis(i.cfg.command_timeout_ms);
         match tokio::time::timeout(deadline, i.publish(&req, &sent)).await {
-            Ok(r) => r,
+            Ok(r) => r.inspect_err(pressure::publish_refused),
             Err(_) if sent.load(Ordering::Acquire) => {
                 Err(BackplaneError::Timeout(format!("no answer to a publish within {deadline:?}")))
             }
