@@ -23,15 +23,20 @@ const COMMAND_TIMEOUT_MS: u64 = 2000;
 const CANARY_MS: u64 = 1000;
 
 async fn gateway_via(proxy: &FaultProxy, node: &str) -> Gateway {
-    let g = Gateway::spawn(&[
-        ("ARQONBUS_BACKPLANE__URL", proxy.url()),
+    gateway_at(proxy.url(), node, &[]).await
+}
+
+async fn gateway_at(url: String, node: &str, more: &[(&str, String)]) -> Gateway {
+    let mut env = vec![
+        ("ARQONBUS_BACKPLANE__URL", url),
         ("ARQONBUS_SERVER__NODE_ID", node.to_owned()),
         ("ARQONBUS_CHANNELS__HISTORY_SIZE", "100000".into()),
         ("ARQONBUS_BACKPLANE__COMMAND_TIMEOUT_MS", COMMAND_TIMEOUT_MS.to_string()),
         ("ARQONBUS_BACKPLANE__CANARY_INTERVAL_MS", CANARY_MS.to_string()),
         ("ARQONBUS_BACKPLANE__SWEEP_INTERVAL_MS", "1000".into()),
-    ])
-    .await;
+    ];
+    env.extend(more.iter().cloned());
+    let g = Gateway::spawn(&env).await;
     g.wait_ready(200, Duration::from_secs(15)).await;
     g
 }
@@ -286,4 +291,147 @@ async fn a_slow_narrow_link_still_delivers_exactly_once_across_two_gateways() {
         latencies.len(),
         elapsed
     );
+}
+
+/// Publishes `payload` with key `key` to `f:<channel>`; the answer frame.
+async fn publish_big(c: &mut Client, channel: &str, key: &str, payload: &str) -> Value {
+    c.request(json!({ "type": "event", "room": "f", "channel": channel, "payload": payload, "idempotency_key": key }))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_publishes_with_a_clear_error_and_recovers() {
+    let redis = Redis::start_with(RedisOpts {
+        args: ["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    let gw = gateway_at(redis.url(), "full", &[]).await;
+    let mut c = Client::connect(gw.addr()).await;
+    let blob = "x".repeat(20_000);
+    // Fill Redis: every answer is an ack (stored) until the first refusal.
+    let mut refused = None;
+    for i in 0..400 {
+        let key = format!("fill-{i}");
+        let answer = publish_big(&mut c, "full", &key, &blob).await;
+        if answer["type"] == "error" {
+            refused = Some((key, answer));
+            break;
+        }
+        assert_eq!(answer["type"], "reply", "{answer}");
+    }
+    let (key, answer) = refused.expect("a 2 MB Redis fills up");
+    // The documented error: UNAVAILABLE (not stored) with the reason and a retry hint.
+    assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("out of memory") && message.contains("nothing was stored"), "{answer}");
+    assert!(answer["error"]["retry_after_ms"].as_u64() > Some(0), "{answer}");
+    // Still refused on retry, never acked; reads work; the node stays ready.
+    for _ in 0..3 {
+        let again = publish_big(&mut c, "full", &key, &blob).await;
+        assert_eq!(again["error"]["code"], "UNAVAILABLE", "{again}");
+    }
+    let before = history(&mut c, "full").await;
+    assert!(!before.values().any(|p| p.len() < 100), "only the fill events are stored");
+    for _ in 0..5 {
+        assert_eq!(gw.ready().await, 200, "readiness stays true: reads work");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let series = "arqonbus_backplane_publish_failures_total{reason=\"out_of_memory\"}";
+    let counted = support::common::metric(gw.addr(), series).await;
+    assert!(counted >= 4.0, "{series} = {counted}");
+    assert!(gw.output().contains("redis is out of memory"), "a warning says why:\n{}", gw.output());
+
+    // A raised limit: the refused publish goes through (once).
+    redis.admin_cli(&["CONFIG", "SET", "maxmemory", "64mb"]);
+    let stored = publish_big(&mut c, "full", &key, "small").await;
+    assert_eq!(stored["type"], "reply", "{stored}");
+    assert_eq!(stored["result"]["offset"].as_u64(), Some(before.len() as u64 + 1), "{stored}");
+    // Full again, then FLUSHDB: publishes succeed again.
+    redis.admin_cli(&["CONFIG", "SET", "maxmemory", "2mb"]);
+    let again = publish_big(&mut c, "full", "after-limit", &blob).await;
+    assert_eq!(again["error"]["code"], "UNAVAILABLE", "{again}");
+    redis.admin_cli(&["FLUSHDB"]);
+    let mut last = Value::Null;
+    for _ in 0..20 {
+        last = publish_big(&mut c, "full", "after-flush", "small").await;
+        if last["type"] == "reply" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["type"], "reply", "{last}");
+    assert_eq!(gw.ready().await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_stream_is_reported_as_lost_history_never_a_silent_restart() {
+    let redis = Redis::start_with(RedisOpts {
+        args: ["--maxmemory-policy", "allkeys-lru"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    // Sweeps far apart: nothing but this test touches the channel's keys while Redis evicts.
+    let gw = gateway_at(redis.url(), "evict", &[("ARQONBUS_BACKPLANE__SWEEP_INTERVAL_MS", "600000".into())]).await;
+    let mut sub = Client::connect(gw.addr()).await;
+    let first = sub.subscribe("f", "ev").await;
+    let mut publisher = Client::connect(gw.addr()).await;
+    for i in 1..=10u64 {
+        assert_eq!(publisher.publish("f", "ev", json!(i)).await["offset"], i);
+        assert_eq!(sub.event().await["offset"], i);
+    }
+    // Fill Redis past a limit until the channel's stream is evicted; the meta hash is read
+    // meanwhile (recently used), so the stream is the older key.
+    let meta = "arqonbus:{f:ev}:meta";
+    let stream = "arqonbus:{f:ev}:stream";
+    let used: u64 = redis
+        .admin_cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    redis.admin_cli(&["CONFIG", "SET", "maxmemory", &(used + 1_000_000).to_string()]);
+    let fill =
+        "for i = 1, 50 do redis.call('SET', 'junk:' .. ARGV[1] .. ':' .. i, string.rep('x', 10000)) end return 1";
+    let mut evicted = false;
+    for round in 0..200 {
+        redis.admin_cli(&["HGET", meta, "epoch"]);
+        redis.admin_cli(&["EVAL", fill, "0", &round.to_string()]);
+        let keys = redis.admin_cli(&["KEYS", "arqonbus:{f:ev}:*"]);
+        if !keys.contains(stream) {
+            eprintln!("stream evicted after {} rounds; channel keys left: {keys:?}", round + 1);
+            evicted = true;
+            break;
+        }
+    }
+    assert!(evicted, "the stream was never evicted");
+    redis.admin_cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    // The next publish finds the history lost: a new epoch, never offsets restarting silently.
+    let ack = publisher.publish("f", "ev", json!("after")).await;
+    let told = loop {
+        let v = sub.recv().await;
+        if v["type"] == "system" || v["type"] == "event" {
+            break v;
+        }
+    };
+    assert_eq!(told["event"], "unsubscribed", "{told}");
+    assert_eq!(told["payload"]["reason"], "history_lost", "{told}");
+    let since = json!({ "offset": 10, "epoch": first["epoch"] });
+    let again = sub.ok("subscribe", json!({ "room": "f", "channel": "ev", "since": since })).await;
+    assert_eq!(again["recovered"], false, "{again}");
+    assert_ne!(again["epoch"], first["epoch"], "{again}");
+    eprintln!("after eviction: ack {ack}, resubscribe {again}");
+    // The stream alone gone before its expiry (what eviction of only the stream leaves): the
+    // next publish, or a resume, finds it and takes a new epoch too.
+    assert_eq!(sub.event().await["payload"], "after");
+    let epoch = again["epoch"].clone();
+    let top = publisher.publish("f", "ev", json!("kept")).await["offset"].as_u64().unwrap();
+    assert_eq!(sub.event().await["offset"], top);
+    assert_eq!(redis.admin_cli(&["DEL", stream]), "1");
+    publisher.publish("f", "ev", json!("after the stream")).await;
+    let told = sub.recv().await;
+    assert_eq!(told["event"], "unsubscribed", "{told}");
+    assert_eq!(told["payload"]["reason"], "history_lost", "{told}");
+    let since = json!({ "offset": top, "epoch": epoch });
+    let resumed = sub.ok("subscribe", json!({ "room": "f", "channel": "ev", "since": since })).await;
+    assert_eq!(resumed["recovered"], false, "{resumed}");
+    assert_ne!(resumed["epoch"], epoch, "{resumed}");
 }
