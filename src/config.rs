@@ -290,6 +290,11 @@ pub struct BackplaneConfig {
     pub canary_interval_ms: u64,
     /// Period of the check that every subscribed channel is at the top of its stream (ms).
     pub sweep_interval_ms: u64,
+    /// Replicas that must confirm a publish (Redis `WAIT`) before it is acked; 0: the master's
+    /// answer is enough.
+    pub min_replicas_acked: u32,
+    /// How long a publish waits for those replicas (ms); then it answers TIMEOUT.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for BackplaneConfig {
@@ -307,6 +312,8 @@ impl Default for BackplaneConfig {
             node_ttl_s: 10,
             canary_interval_ms: 1000,
             sweep_interval_ms: 5000,
+            min_replicas_acked: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }
@@ -476,7 +483,13 @@ impl Config {
         if b.key_prefix.is_empty() || b.key_prefix.len() > 64 || b.key_prefix.contains(['{', '}', ' ']) {
             return bad("backplane.key_prefix", "must be 1-64 characters without braces or spaces");
         }
-        let checks: [(&'static str, bool, &str); 4] = [
+        if b.min_replicas_acked > 0 && self.backplane.effective_kind() != BackplaneKind::Redis {
+            return bad(
+                "backplane.min_replicas_acked",
+                "needs the redis backplane (set backplane.url); the memory backplane has no replicas",
+            );
+        }
+        let checks: [(&'static str, bool, &str); 6] = [
             (
                 "backplane.command_timeout_ms",
                 (100..=60_000).contains(&b.command_timeout_ms),
@@ -493,6 +506,8 @@ impl Config {
                 (100..=600_000).contains(&b.sweep_interval_ms),
                 "must be between 100 and 600000",
             ),
+            ("backplane.min_replicas_acked", b.min_replicas_acked <= 16, "must be between 0 and 16"),
+            ("backplane.wait_timeout_ms", (10..=60_000).contains(&b.wait_timeout_ms), "must be between 10 and 60000"),
         ];
         for (key, ok, reason) in checks {
             if !ok {

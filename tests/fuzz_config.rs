@@ -109,6 +109,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("backplane.node_ttl_s", int(U64, 2, 3600)),
     ("backplane.canary_interval_ms", int(U64, 100, 60_000)),
     ("backplane.sweep_interval_ms", int(U64, 100, 600_000)),
+    ("backplane.min_replicas_acked", int(U32, 0, 16)),
+    ("backplane.wait_timeout_ms", int(U64, 10, 60_000)),
     ("auth.kind", text(&["none", "jwt", "webhook"], &["JWT", "basic"])),
     ("auth.jwt_algorithm", text(&["HS256", "HS384", "RS256", "EdDSA"], &[])),
     ("auth.jwt_issuer", text(&["https://idp.example"], &[])),
@@ -327,6 +329,13 @@ fn offending(case: &Case) -> BTreeSet<String> {
     }
     if sentinels != loaded.contains_key("backplane.sentinel_service") {
         bad.insert("backplane.sentinels".into());
+    }
+    let redis = match text("backplane.kind") {
+        Some(kind) => kind == "redis",
+        None => loaded.contains_key("backplane.url") || sentinels,
+    };
+    if num("backplane.min_replicas_acked", 0) > 0 && !redis {
+        bad.insert("backplane.min_replicas_acked".into());
     }
     let secret = loaded.contains_key("auth.jwt_secret");
     let auth = match text("auth.kind").unwrap_or("none") {

@@ -10,6 +10,7 @@
 //! Sentinel the node also asks the sentinels for the master at every canary tick and reconnects
 //! as soon as most of them name another server.
 
+mod durable;
 mod keys;
 mod live;
 mod pressure;
@@ -554,7 +555,19 @@ impl Inner {
             return Err(BackplaneError::Unavailable("redis is not reachable".into()));
         }
         sent.store(true, Ordering::Release);
-        let v = self.eval_once(&self.scripts.publish, keys, args).await?;
+        let (v, confirmed) = if self.cfg.min_replicas_acked > 0 {
+            durable::eval_and_wait(self, &self.scripts.publish, keys, args).await?
+        } else {
+            (self.eval_once(&self.scripts.publish, keys, args).await?, 0)
+        };
+        let replicated = || {
+            let wanted = u64::from(self.cfg.min_replicas_acked);
+            if confirmed < wanted {
+                Err(durable::unconfirmed(self, confirmed))
+            } else {
+                Ok(())
+            }
+        };
         let parts = v.into_array();
         let bad = || BackplaneError::Internal("malformed publish result".into());
         match parts.first().and_then(Value::as_string).as_deref() {
@@ -562,13 +575,17 @@ impl Inner {
                 let epoch = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
                 self.saw(&req.key, &epoch, offset);
-                Ok(Some(Published { id: req.message_id.clone(), offset, duplicate: false }))
+                let p = Published { id: req.message_id.clone(), offset, duplicate: false };
+                replicated()?;
+                Ok(Some(p))
             }
             Some("dup") => {
                 let cached = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
                 let offset = offset.parse().map_err(|_| bad())?;
-                Ok(Some(Published { id: id.to_owned(), offset, duplicate: true }))
+                let p = Published { id: id.to_owned(), offset, duplicate: true };
+                replicated()?;
+                Ok(Some(p))
             }
             Some("nf") => Ok(None),
             _ => Err(bad()),
@@ -740,7 +757,8 @@ impl Backplane for RedisBackplane {
         // One deadline for the whole answer. Until the script is sent nothing can be stored
         // (UNAVAILABLE); after, a late or lost answer leaves the outcome unknown (TIMEOUT).
         let sent = AtomicBool::new(false);
-        let deadline = Duration::from_millis(i.cfg.command_timeout_ms);
+        let waits = if i.cfg.min_replicas_acked > 0 { i.cfg.wait_timeout_ms } else { 0 };
+        let deadline = Duration::from_millis(i.cfg.command_timeout_ms + waits);
         match tokio::time::timeout(deadline, i.publish(&req, &sent)).await {
             Ok(r) => r.inspect_err(pressure::publish_refused),
             Err(_) if sent.load(Ordering::Acquire) => {
