@@ -489,6 +489,13 @@ impl Config {
                 "needs the redis backplane (set backplane.url); the memory backplane has no replicas",
             );
         }
+        if b.min_replicas_acked > 0 && b.wait_timeout_ms >= b.command_timeout_ms {
+            return bad(
+                "backplane.wait_timeout_ms",
+                "must be below backplane.command_timeout_ms when backplane.min_replicas_acked is set (WAIT holds the \
+                 connection: a longer wait would look like a dead connection)",
+            );
+        }
         let checks: [(&'static str, bool, &str); 6] = [
             (
                 "backplane.command_timeout_ms",
@@ -730,6 +737,26 @@ mod tests {
             jail.create_file("arqonbus.toml", "[limits]\nmax_frame_byte = 2048\n")?;
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("max_frame_byte"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn replica_acknowledged_publishes_need_redis_and_a_wait_below_the_command_timeout() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_BACKPLANE__MIN_REPLICAS_ACKED", "1");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.min_replicas_acked") && e.contains("needs the redis backplane"), "{e}");
+            jail.set_env("ARQONBUS_BACKPLANE__URL", "redis://127.0.0.1:6379");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!((c.backplane.min_replicas_acked, c.backplane.wait_timeout_ms), (1, 1000));
+            jail.set_env("ARQONBUS_BACKPLANE__WAIT_TIMEOUT_MS", "2000");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.wait_timeout_ms") && e.contains("below"), "{e}");
+            jail.set_env("ARQONBUS_BACKPLANE__WAIT_TIMEOUT_MS", "500");
+            jail.set_env("ARQONBUS_BACKPLANE__MIN_REPLICAS_ACKED", "17");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.min_replicas_acked: must be between 0 and 16"), "{e}");
             Ok(())
         });
     }

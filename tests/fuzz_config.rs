@@ -337,6 +337,11 @@ fn offending(case: &Case) -> BTreeSet<String> {
     if num("backplane.min_replicas_acked", 0) > 0 && !redis {
         bad.insert("backplane.min_replicas_acked".into());
     }
+    if num("backplane.min_replicas_acked", 0) > 0
+        && num("backplane.wait_timeout_ms", 1000) >= num("backplane.command_timeout_ms", 2000)
+    {
+        bad.insert("backplane.wait_timeout_ms".into());
+    }
     let secret = loaded.contains_key("auth.jwt_secret");
     let auth = match text("auth.kind").unwrap_or("none") {
         "jwt" if !secret => Some("auth.jwt_secret"),
