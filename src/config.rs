@@ -293,6 +293,11 @@ pub struct BackplaneConfig {
     /// Redis Cluster: period of the check that every subscribed channel's hash slot is still
     /// served by the master holding its subscription (ms).
     pub slot_check_interval_ms: u64,
+    /// Replicas that must confirm a publish (Redis `WAIT`) before it is acked; 0: the master's
+    /// answer is enough.
+    pub min_replicas_acked: u32,
+    /// How long a publish waits for those replicas (ms); then it answers TIMEOUT.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for BackplaneConfig {
@@ -311,6 +316,8 @@ impl Default for BackplaneConfig {
             canary_interval_ms: 1000,
             sweep_interval_ms: 5000,
             slot_check_interval_ms: 1000,
+            min_replicas_acked: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }
@@ -480,7 +487,20 @@ impl Config {
         if b.key_prefix.is_empty() || b.key_prefix.len() > 64 || b.key_prefix.contains(['{', '}', ' ']) {
             return bad("backplane.key_prefix", "must be 1-64 characters without braces or spaces");
         }
-        let checks: [(&'static str, bool, &str); 5] = [
+        if b.min_replicas_acked > 0 && self.backplane.effective_kind() != BackplaneKind::Redis {
+            return bad(
+                "backplane.min_replicas_acked",
+                "needs the redis backplane (set backplane.url); the memory backplane has no replicas",
+            );
+        }
+        if b.min_replicas_acked > 0 && b.wait_timeout_ms >= b.command_timeout_ms {
+            return bad(
+                "backplane.wait_timeout_ms",
+                "must be below backplane.command_timeout_ms when backplane.min_replicas_acked is set (WAIT holds the \
+                 connection: a longer wait would look like a dead connection)",
+            );
+        }
+        let checks: [(&'static str, bool, &str); 7] = [
             (
                 "backplane.command_timeout_ms",
                 (100..=60_000).contains(&b.command_timeout_ms),
@@ -502,6 +522,8 @@ impl Config {
                 (100..=600_000).contains(&b.slot_check_interval_ms),
                 "must be between 100 and 600000",
             ),
+            ("backplane.min_replicas_acked", b.min_replicas_acked <= 16, "must be between 0 and 16"),
+            ("backplane.wait_timeout_ms", (10..=60_000).contains(&b.wait_timeout_ms), "must be between 10 and 60000"),
         ];
         for (key, ok, reason) in checks {
             if !ok {
@@ -724,6 +746,26 @@ mod tests {
             jail.create_file("arqonbus.toml", "[limits]\nmax_frame_byte = 2048\n")?;
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("max_frame_byte"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn replica_acknowledged_publishes_need_redis_and_a_wait_below_the_command_timeout() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARQONBUS_BACKPLANE__MIN_REPLICAS_ACKED", "1");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.min_replicas_acked") && e.contains("needs the redis backplane"), "{e}");
+            jail.set_env("ARQONBUS_BACKPLANE__URL", "redis://127.0.0.1:6379");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!((c.backplane.min_replicas_acked, c.backplane.wait_timeout_ms), (1, 1000));
+            jail.set_env("ARQONBUS_BACKPLANE__WAIT_TIMEOUT_MS", "2000");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.wait_timeout_ms") && e.contains("below"), "{e}");
+            jail.set_env("ARQONBUS_BACKPLANE__WAIT_TIMEOUT_MS", "500");
+            jail.set_env("ARQONBUS_BACKPLANE__MIN_REPLICAS_ACKED", "17");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("backplane.min_replicas_acked: must be between 0 and 16"), "{e}");
             Ok(())
         });
     }

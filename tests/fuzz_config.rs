@@ -110,6 +110,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("backplane.canary_interval_ms", int(U64, 100, 60_000)),
     ("backplane.sweep_interval_ms", int(U64, 100, 600_000)),
     ("backplane.slot_check_interval_ms", int(U64, 100, 600_000)),
+    ("backplane.min_replicas_acked", int(U32, 0, 16)),
+    ("backplane.wait_timeout_ms", int(U64, 10, 60_000)),
     ("auth.kind", text(&["none", "jwt", "webhook"], &["JWT", "basic"])),
     ("auth.jwt_algorithm", text(&["HS256", "HS384", "RS256", "EdDSA"], &[])),
     ("auth.jwt_issuer", text(&["https://idp.example"], &[])),
@@ -328,6 +330,18 @@ fn offending(case: &Case) -> BTreeSet<String> {
     }
     if sentinels != loaded.contains_key("backplane.sentinel_service") {
         bad.insert("backplane.sentinels".into());
+    }
+    let redis = match text("backplane.kind") {
+        Some(kind) => kind == "redis",
+        None => loaded.contains_key("backplane.url") || sentinels,
+    };
+    if num("backplane.min_replicas_acked", 0) > 0 && !redis {
+        bad.insert("backplane.min_replicas_acked".into());
+    }
+    if num("backplane.min_replicas_acked", 0) > 0
+        && num("backplane.wait_timeout_ms", 1000) >= num("backplane.command_timeout_ms", 2000)
+    {
+        bad.insert("backplane.wait_timeout_ms".into());
     }
     let secret = loaded.contains_key("auth.jwt_secret");
     let auth = match text("auth.kind").unwrap_or("none") {

@@ -43,7 +43,7 @@ impl Gateway {
         for attempt in 1..=3 {
             let port = free_port();
             let listen = format!("127.0.0.1:{port}");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_arqonbus"));
+            let mut cmd = Command::new(binary());
             cmd.arg("serve").current_dir(dir.path());
             for (k, _) in std::env::vars_os() {
                 if k.to_string_lossy().starts_with("ARQONBUS_") {
@@ -157,6 +157,13 @@ impl Gateway {
     pub fn output(&self) -> String {
         self.proc.log()
     }
+}
+
+/// The `arqonbus` binary cargo built for these tests, or the one `ARQONBUS_TEST_BIN` names (a
+/// release build, or a copy that another build into the same target directory cannot replace
+/// while the tests run).
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("ARQONBUS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_arqonbus").into())
 }
 
 /// Status of `GET path` over a fresh connection; `None` when nothing answers within 5 s.

@@ -10,6 +10,7 @@
 pub mod common;
 
 mod cluster;
+mod faults;
 mod gateway;
 mod process;
 mod redis;
@@ -19,6 +20,7 @@ mod sentinel;
 #[allow(unused_imports)]
 pub use self::{
     cluster::RedisCluster,
+    faults::{Dir, Fault, FaultProxy},
     gateway::Gateway,
     process::free_port,
     redis::{redis_cli, Redis, RedisOpts, DEFAULT_ACL_RULES},

@@ -35,6 +35,10 @@ pub enum BackplaneError {
     /// The backplane cannot be reached now; nothing was applied; retry later.
     #[error("backplane unavailable: {0}")]
     Unavailable(String),
+    /// The backplane refused a write because it is out of memory (Redis `maxmemory` reached
+    /// with `noeviction`); nothing was applied. Reads still work.
+    #[error("backplane out of memory: {0}")]
+    OutOfMemory(String),
     /// The request reached the backplane but no answer came within the deadline: it may or
     /// may not have been applied (a publish: retry with the same idempotency key).
     #[error("backplane timeout: {0}")]

@@ -180,6 +180,12 @@ pub fn backplane_error(e: BackplaneError, key: Option<&crate::protocol::ChannelK
             ErrorBody::new(ErrorCode::Unavailable, "backplane unavailable, nothing was stored; retry later")
                 .retry_after(1000)
         }
+        BackplaneError::OutOfMemory(m) => {
+            // The backplane rate-limits its own warning about this; a per-request log would flood.
+            tracing::debug!(error = %m, "backplane out of memory");
+            ErrorBody::new(ErrorCode::Unavailable, "backplane out of memory, nothing was stored; retry later")
+                .retry_after(5000)
+        }
         BackplaneError::Timeout(m) => {
             tracing::warn!(error = %m, "backplane answered too late");
             let msg =

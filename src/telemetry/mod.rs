@@ -46,6 +46,12 @@ pub struct Metrics {
     /// Redis Cluster: subscribed channels found served by another master than the one holding
     /// their subscription (a slot moved or failed over), then subscribed there again.
     pub slot_moves: IntCounter,
+    /// Redis connections the node declared dead and replaced because they stopped answering,
+    /// by `connection` (`commands`, `pubsub`).
+    pub backplane_replaced: IntCounterVec,
+    /// Publishes not acked for a reason Redis gave, by `reason` (`out_of_memory`: refused, not
+    /// stored; `replicas`: stored on the master, too few replicas confirmed in time).
+    pub backplane_publish_failures: IntCounterVec,
     /// Connections dropped because their socket accepted no bytes for `limits.write_timeout_ms`.
     pub write_timeouts: IntCounter,
     /// 1 when the node reaches its backplane (the readiness check), 0 when not; set at each scrape.
@@ -129,6 +135,16 @@ fn build() -> Metrics {
             "backplane_slot_moves_total",
             "Subscribed channels whose Redis Cluster slot moved to another master, subscribed there again",
         ),
+        backplane_replaced: vec(
+            "backplane_connections_replaced_total",
+            "Redis connections declared dead and replaced because they stopped answering",
+            "connection",
+        ),
+        backplane_publish_failures: vec(
+            "backplane_publish_failures_total",
+            "Publishes not acked for a reason Redis gave (out_of_memory, replicas)",
+            "reason",
+        ),
         write_timeouts: counter(
             "write_timeouts_total",
             "Connections dropped because their socket accepted no bytes for the write timeout",
@@ -171,7 +187,7 @@ fn build() -> Metrics {
             "reason",
         ),
     };
-    let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
         Box::new(m.backplane_healthy.clone()),
         Box::new(m.publish_duration.clone()),
         Box::new(m.delivery_lag.clone()),
@@ -186,6 +202,8 @@ fn build() -> Metrics {
         Box::new(m.gap_repaired.clone()),
         Box::new(m.backplane_gone.clone()),
         Box::new(m.slot_moves.clone()),
+        Box::new(m.backplane_replaced.clone()),
+        Box::new(m.backplane_publish_failures.clone()),
         Box::new(m.connections.clone()),
         Box::new(m.refused.clone()),
         Box::new(m.messages_in.clone()),
@@ -210,6 +228,12 @@ fn build() -> Metrics {
     }
     for reason in ["history_lost", "channel_deleted"] {
         m.backplane_gone.with_label_values(&[reason]);
+    }
+    for connection in ["commands", "pubsub"] {
+        m.backplane_replaced.with_label_values(&[connection]);
+    }
+    for reason in ["out_of_memory", "replicas"] {
+        m.backplane_publish_failures.with_label_values(&[reason]);
     }
     for code in ["1001", "1003", "1007", "1008", "1009", "1012", "4001", "4008"] {
         m.closes.with_label_values(&[code]);

@@ -566,6 +566,7 @@ async fn follow<C: ClientLike>(c: &C, master: &(String, u16), timeout: Duration)
 /// Heartbeat, dead-node reaping, the readiness canary and, on Sentinel, following the master.
 pub(super) async fn maintain(inner: Arc<Inner>) {
     let mut watch = MasterWatch::new(&inner);
+    let mut dog = super::watchdog::Watchdog::new(&inner);
     let mut canary = tokio::time::interval(Duration::from_millis(inner.cfg.canary_interval_ms));
     let beat_ms = (inner.cfg.node_ttl_s * 1000 / 4).clamp(250, 2000);
     let mut beat = tokio::time::interval(Duration::from_millis(beat_ms));
@@ -588,10 +589,12 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
             _ = canary.tick() => {
                 n += 1;
                 let r: Result<i64, _> = inner.client.spublish(inner.own_ctl.clone(), format!("C\n{n}")).await;
+                let timed_out = r.as_ref().is_err_and(|e| *e.kind() == ErrorKind::Timeout);
                 match r {
                     Ok(_) => inner.answered_at.store(inner.now_ms().max(1), Ordering::Release),
                     Err(e) => tracing::debug!(error = %e, "canary publish failed"),
                 }
+                dog.check(&inner, timed_out);
                 if let Some(w) = watch.as_mut() {
                     if let Some(master) = w.master().await {
                         follow(&inner.client, &master, w.timeout).await;

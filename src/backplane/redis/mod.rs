@@ -11,11 +11,14 @@
 //! as soon as most of them name another server. On Cluster, publishes follow `MOVED`
 //! (`redirect.rs`) and subscriptions follow their slot when it moves or fails over (`slots.rs`).
 
+mod durable;
 mod keys;
 mod live;
+mod pressure;
 mod redirect;
 mod scripts;
 mod slots;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,6 +60,9 @@ const USED_UP: &str = "Too many failed write attempts";
 /// Maps a Redis error: connection trouble is `Unavailable` (retry), the rest `Internal`.
 fn bp(e: fred::error::Error) -> BackplaneError {
     use fred::error::ErrorKind as K;
+    if pressure::is_oom(&e) {
+        return BackplaneError::OutOfMemory(e.to_string());
+    }
     match e.kind() {
         K::IO | K::Timeout | K::Canceled | K::Backpressure | K::Routing | K::Cluster | K::Sentinel => {
             BackplaneError::Unavailable(e.to_string())
@@ -223,6 +229,16 @@ fn tls_with_ca(path: &std::path::Path) -> Result<TlsConfig, RedisStartError> {
     Ok(TlsConfig { connector: TlsConnector::from(config), hostnames: fred::types::config::TlsHostMapping::None })
 }
 
+/// TCP keepalive: an idle connection whose peer is gone (a Redis host that vanished) is probed
+/// after 5 s, every 2 s, and closed by the kernel after the system's count of unanswered probes
+/// (9 on Linux: about 25 s), not after the default two hours. A connection with commands waiting is the watchdog's (`watchdog.rs`).
+/// Nagle stays as the OS sets it.
+fn dead_peer_detection() -> fred::types::config::TcpConfig {
+    let keepalive =
+        fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(5)).with_interval(Duration::from_secs(2));
+    fred::types::config::TcpConfig { keepalive: Some(keepalive), ..Default::default() }
+}
+
 /// Longest wait of [`Backplane::leave`] on a Redis that answers.
 const LEAVE_LIMIT: Duration = Duration::from_secs(1);
 
@@ -265,8 +281,11 @@ impl RedisBackplane {
                 // A command cut by a disconnect is not sent again: a publish is never applied
                 // twice behind the client's back (it gets UNAVAILABLE and retries with its key).
                 c.max_command_attempts = 1;
-                c.unresponsive.max_timeout = Some(timeout * 2);
-                c.unresponsive.interval = Duration::from_millis(500);
+                // A connection whose last write has waited a command timeout for its answer is
+                // dead (fred's check; under steady writes `watchdog.rs` catches it instead).
+                c.unresponsive.max_timeout = Some(timeout);
+                c.unresponsive.interval = (timeout / 4).min(Duration::from_millis(500));
+                c.tcp = dead_peer_detection();
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
@@ -425,6 +444,7 @@ impl Inner {
             if span.tail { "1" } else { "0" }.to_owned(),
             span.max_bytes.to_string(),
             if span.touch { self.idle_floor_ms() } else { 0 }.to_string(),
+            new_epoch(),
         ];
         let k = &self.keys;
         let keys = vec![k.meta(key), k.stream(key), k.presence(key), k.presence_index(key), k.subs(key)];
@@ -560,7 +580,19 @@ impl Inner {
             return Err(BackplaneError::Unavailable("redis is not reachable".into()));
         }
         sent.store(true, Ordering::Release);
-        let v = self.eval_once(&self.scripts.publish, keys, args).await?;
+        let (v, confirmed) = if self.cfg.min_replicas_acked > 0 {
+            durable::eval_and_wait(self, &self.scripts.publish, keys, args).await?
+        } else {
+            (self.eval_once(&self.scripts.publish, keys, args).await?, 0)
+        };
+        let replicated = || {
+            let wanted = u64::from(self.cfg.min_replicas_acked);
+            if confirmed < wanted {
+                Err(durable::unconfirmed(self, confirmed))
+            } else {
+                Ok(())
+            }
+        };
         let parts = v.into_array();
         let bad = || BackplaneError::Internal("malformed publish result".into());
         match parts.first().and_then(Value::as_string).as_deref() {
@@ -568,13 +600,17 @@ impl Inner {
                 let epoch = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let offset = parts.get(2).and_then(num).ok_or_else(bad)?;
                 self.saw(&req.key, &epoch, offset);
-                Ok(Some(Published { id: req.message_id.clone(), offset, duplicate: false }))
+                let p = Published { id: req.message_id.clone(), offset, duplicate: false };
+                replicated()?;
+                Ok(Some(p))
             }
             Some("dup") => {
                 let cached = parts.get(1).and_then(Value::as_string).ok_or_else(bad)?;
                 let (id, offset) = cached.rsplit_once('|').ok_or_else(bad)?;
                 let offset = offset.parse().map_err(|_| bad())?;
-                Ok(Some(Published { id: id.to_owned(), offset, duplicate: true }))
+                let p = Published { id: id.to_owned(), offset, duplicate: true };
+                replicated()?;
+                Ok(Some(p))
             }
             Some("nf") => Ok(None),
             _ => Err(bad()),
@@ -746,9 +782,10 @@ impl Backplane for RedisBackplane {
         // One deadline for the whole answer. Until the script is sent nothing can be stored
         // (UNAVAILABLE); after, a late or lost answer leaves the outcome unknown (TIMEOUT).
         let sent = AtomicBool::new(false);
-        let deadline = Duration::from_millis(i.cfg.command_timeout_ms);
+        let waits = if i.cfg.min_replicas_acked > 0 { i.cfg.wait_timeout_ms } else { 0 };
+        let deadline = Duration::from_millis(i.cfg.command_timeout_ms + waits);
         match tokio::time::timeout(deadline, i.publish(&req, &sent)).await {
-            Ok(r) => r,
+            Ok(r) => r.inspect_err(pressure::publish_refused),
             Err(_) if sent.load(Ordering::Acquire) => {
                 Err(BackplaneError::Timeout(format!("no answer to a publish within {deadline:?}")))
             }

@@ -32,6 +32,19 @@ local function trim_expired(stream, ttl_s)
   if #e == 0 then return nil end
   return id_offset(e[1][1])
 end
+-- A stream that must still exist (the meta's `sx`, its expiry, is ahead) but does not was
+-- evicted: its history is lost, and the channel takes the fresh epoch. Returns the epoch.
+local function check_stream(meta, stream, epoch, top, size, fresh)
+  if size > 0 and top > 0 and redis.call('EXISTS', stream) == 0 then
+    local sx = tonumber(redis.call('HGET', meta, 'sx'))
+    if sx and now_ms() < sx then
+      redis.call('HSET', meta, 'epoch', fresh)
+      redis.call('HDEL', meta, 'sx')
+      return fresh
+    end
+  end
+  return epoch
+end
 -- The oldest offset still retained (by age and by size), top + 1 when none is.
 local function first_retained(stream, top, size, ttl)
   if size <= 0 or top == 0 then return top + 1 end
@@ -60,9 +73,10 @@ if ARGV[8] == epoch and floor > tonumber(m[2]) then
   epoch = ARGV[6]
   redis.call('HSET', meta, 'epoch', epoch, 'offset', floor)
 end
+local size, ttl = tonumber(m[3]), tonumber(m[4])
+epoch = check_stream(meta, stream, epoch, tonumber(m[2]), size, ARGV[6])
 local off = redis.call('HINCRBY', meta, 'offset', 1)
 local frame = ARGV[2] .. off .. ARGV[3]
-local size, ttl = tonumber(m[3]), tonumber(m[4])
 if size > 0 then
   local id = off .. '-0'
   local now = now_ms()
@@ -75,6 +89,7 @@ if size > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', size, id, 'f', frame, 't', now, 'o', ARGV[4])
   end
   redis.call('PEXPIRE', stream, ttl * 1000)
+  redis.call('HSET', meta, 'sx', now + ttl * 1000)
 end
 if m[5] ~= '1' then
   redis.call('PEXPIRE', meta, math.max(ttl * 1000, tonumber(ARGV[5]) * 1000, tonumber(ARGV[10])))
@@ -87,13 +102,15 @@ return {'ok', epoch, off}
 /// KEYS: meta, stream, presence, presence index, subs. ARGV: 1 from, 2 to ("" = top), 3 limit,
 /// 4 tail ("1": the newest `limit` at or below `to`), 5 max bytes of frames (at least one is
 /// returned), 6 idle floor ms ("0": do not touch; else a channel created on use gets its idle
-/// lifetime back: it is in use). Returns nil when the channel does not exist, else
+/// lifetime back: it is in use), 7 fresh epoch (taken when the stream was evicted). Returns nil
+/// when the channel does not exist, else
 /// `{epoch, top, first, more, off1, frame1, origin1, …}` ascending (`more`: 1 when `limit` or the
 /// byte cap left events of the range out).
 const READ: &str = r#"
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'history_size', 'history_ttl_s', 'declared')
 if not m[1] then return false end
 local top, size, ttl = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
+m[1] = check_stream(KEYS[1], KEYS[2], m[1], top, size, ARGV[7])
 local touch = tonumber(ARGV[6])
 if touch > 0 and m[5] ~= '1' then
   local idle = math.max(ttl * 1000, touch)
