@@ -21,6 +21,8 @@ mod slots;
 mod watchdog;
 
 use std::collections::HashMap;
+
+pub(super) use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,10 +166,6 @@ struct Inner {
     next_request: AtomicU64,
     private_waiters: Mutex<HashMap<u64, mpsc::UnboundedSender<usize>>>,
     cancel: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One node's handle on the Redis backplane.

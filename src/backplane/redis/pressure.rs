@@ -29,7 +29,7 @@ pub(super) fn is_oom(e: &fred::error::Error) -> bool {
 pub(super) fn publish_refused(e: &BackplaneError) {
     let BackplaneError::OutOfMemory(detail) = e else { return };
     metrics().backplane_publish_failures.with_label_values(&["out_of_memory"]).inc();
-    let mut at = WARNED_AT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut at = crate::sync::lock(&WARNED_AT);
     if at.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
         *at = Some(Instant::now());
         tracing::warn!(
