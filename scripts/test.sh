@@ -39,12 +39,13 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> tests (memory backplane; integration/ starts its own Redis topologies)"
-# The crate has no doctests; nextest runs every unit, end-to-end and integration test.
-cargo nextest run --locked --no-fail-fast --test-threads 4
+# The crates have no doctests; nextest runs every unit, end-to-end and integration test of the
+# workspace (the gateway and the load driver, bench/).
+cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
 
 # The protocol tests of tests/ once more, every node on a real Redis: both backplanes must
 # behave the same to a client.

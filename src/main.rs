@@ -28,7 +28,8 @@ enum Cmd {
     /// Print the resolved configuration (defaults → file → environment), secrets masked.
     Config,
     /// Run a load test against a server.
-    Bench(arqonbus::bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(arqonbus_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,8 +42,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(feature = "bench")]
     if let Cmd::Bench(args) = command {
-        return match runtime.block_on(arqonbus::bench::run(args)) {
+        return match runtime.block_on(arqonbus_bench::run(args)) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("arqonbus bench: {e}");

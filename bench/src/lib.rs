@@ -100,6 +100,9 @@
 //!   prefixed with the node's URL when there are several;
 //! - *server RSS* (with `--server-pid`): before/after VmRSS and the delta per connection.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod conn;
 mod driver;
 mod net;
