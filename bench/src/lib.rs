@@ -247,7 +247,7 @@ pub struct BenchArgs {
 }
 
 /// Options of the reconnect-storm mode (on when `--kill-pid` or `--kill-cmd` is given).
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Reconnect storm")]
 pub struct StormArgs {
     /// After the warm-up, SIGKILL this process: the node every subscriber (--url) is on.
@@ -268,6 +268,12 @@ pub struct StormArgs {
     /// Longest wait for every subscriber to be live again after the kill.
     #[arg(long, default_value_t = 60)]
     pub storm_timeout_secs: u64,
+}
+
+impl Default for StormArgs {
+    fn default() -> Self {
+        Self { kill_pid: None, kill_cmd: None, resume_url: None, redis_url: None, storm_timeout_secs: 60 }
+    }
 }
 
 impl StormArgs {
@@ -298,7 +304,7 @@ impl Default for BenchArgs {
             server_pid: None,
             reference_url: None,
             reference_server: None,
-            storm: StormArgs { storm_timeout_secs: 60, ..StormArgs::default() },
+            storm: StormArgs::default(),
         }
     }
 }
