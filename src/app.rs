@@ -65,6 +65,9 @@ pub struct RunningNode {
     stop_accepting: CancellationToken,
     tracker: TaskTracker,
     server: JoinHandle<()>,
+    /// The `_sys:activity` publisher: stopped (after a short flush) once connections are gone.
+    activity: JoinHandle<()>,
+    stop_activity: CancellationToken,
 }
 
 /// A node id for a node whose configuration names none: the host name and a random suffix.
@@ -190,13 +193,16 @@ async fn serve(
     let tracker = TaskTracker::new();
     let auth = authenticator(&config, &tracker, &drain).await?;
     let backplane: Arc<dyn Backplane> = Arc::new(Timed(backplane));
-    let node = Arc::new(Node::new(id, config, backplane, router, auth));
+    let (activity_queue, activity_rx) = crate::commands::activity_queue();
+    let node = Arc::new(Node::new(id, config, backplane, router, auth, activity_queue));
+    let stop_activity = CancellationToken::new();
+    let activity = tokio::spawn(crate::commands::run_activity(node.clone(), activity_rx, stop_activity.clone()));
     let stop_accepting = CancellationToken::new();
     let shared = Shared::new(node.clone(), drain.clone(), tracker.clone());
     start_cluster(&node, &tracker, &drain)?;
     let server = tokio::spawn(crate::transport::serve(listener, shared, stop_accepting.clone()));
     tracing::info!(node = %node.id, %addr, backplane = node.backplane.kind(), auth = node.auth.enabled(), "arqonbus serving");
-    Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server })
+    Ok(RunningNode { node, addr, drain, stop_accepting, tracker, server, activity, stop_activity })
 }
 
 /// Kubernetes membership (its API client is named here only) and the rebalancing loop, when
@@ -248,6 +254,9 @@ impl RunningNode {
         }
         self.stop_accepting.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        // The clients' `disconnected` events are queued by now: a short, bounded flush.
+        self.stop_activity.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.activity).await;
         self.node.backplane.leave().await;
         tracing::info!(node = %self.node.id, "stopped");
     }

@@ -20,6 +20,6 @@ pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
         return Err(ErrorBody::new(ErrorCode::Forbidden, "rooms beginning with _ are reserved for the server"));
     }
     let info = s.node.backplane.create_channel(&key, options).await.map_err(|e| backplane_error(e, Some(&key)))?;
-    s.activity(Activity::ChannelCreated, Some(&key)).await;
+    s.activity(Activity::ChannelCreated, Some(&key));
     Ok(Outcome::Reply(to_raw(&info)))
 }

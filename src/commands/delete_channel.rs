@@ -13,6 +13,6 @@ pub async fn run(s: &Session, mut args: Args) -> Result<Outcome, ErrorBody> {
         return Err(ErrorBody::new(ErrorCode::Forbidden, "rooms beginning with _ are reserved for the server"));
     }
     s.node.backplane.delete_channel(&key).await.map_err(|e| backplane_error(e, Some(&key)))?;
-    s.activity(Activity::ChannelDeleted, Some(&key)).await;
+    s.activity(Activity::ChannelDeleted, Some(&key));
     Ok(Outcome::Reply(to_raw(&serde_json::json!({}))))
 }

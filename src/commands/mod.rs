@@ -38,7 +38,9 @@ use crate::protocol::{
 use crate::routing::{ConnHandle, Router};
 use crate::telemetry::metrics;
 
-pub use activity::{Activity, ErrorContext};
+pub use activity::{
+    queue as activity_queue, run as run_activity, Activity, ActivityQueue, ActivityReceiver, ErrorContext,
+};
 pub use args::Args;
 pub use publish::{publish_event, Origin};
 
@@ -62,6 +64,8 @@ pub struct Node {
     pub http_limiter: DefaultDirectRateLimiter,
     /// Node-wide bucket for `GET /v1/history`.
     pub http_history_limiter: DefaultDirectRateLimiter,
+    /// `_sys:activity` events waiting to be published ([`run_activity`] publishes them).
+    activity: ActivityQueue,
 }
 
 impl Node {
@@ -72,6 +76,7 @@ impl Node {
         backplane: Arc<dyn Backplane>,
         router: Arc<Router>,
         auth: Arc<dyn Authenticator>,
+        activity: ActivityQueue,
     ) -> Self {
         let rate = config.limits.http_publish_rate_per_s;
         let http_limiter = RateLimiter::direct(quota(rate, rate));
@@ -87,6 +92,7 @@ impl Node {
             draining: AtomicBool::new(false),
             http_limiter,
             http_history_limiter,
+            activity,
         }
     }
 
@@ -260,7 +266,7 @@ impl Session {
         node.router.register(&conn);
         let error_activity = RateLimiter::direct(quota(ERROR_ACTIVITY_PER_S, ERROR_ACTIVITY_PER_S * 2));
         let s = Self { node, conn, identity, limiter, commands, error_activity, violations: 0 };
-        s.activity(Activity::Connected, None).await;
+        s.activity(Activity::Connected, None);
         s
     }
 
@@ -371,13 +377,13 @@ impl Session {
             return flow;
         }
         let user = self.identity.user.as_deref();
-        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close).await;
+        activity::publish_error(&self.node, &self.conn.client_id, user, code.as_str(), &ctx, close);
         flow
     }
 
-    /// Publishes an activity event to `_sys:activity`.
-    async fn activity(&self, kind: Activity, key: Option<&crate::protocol::ChannelKey>) {
-        activity::publish(&self.node, kind, &self.conn.client_id, self.identity.user.as_deref(), key).await;
+    /// Queues an activity event for `_sys:activity`.
+    fn activity(&self, kind: Activity, key: Option<&crate::protocol::ChannelKey>) {
+        activity::publish(&self.node, kind, &self.conn.client_id, self.identity.user.as_deref(), key);
     }
 
     /// Releases everything the connection held: subscriptions, presence, interest.
@@ -385,7 +391,7 @@ impl Session {
         for (key, sub) in self.node.router.unregister(&self.conn) {
             unsubscribe::release(&self, &key, &sub).await;
         }
-        self.activity(Activity::Disconnected, None).await;
+        self.activity(Activity::Disconnected, None);
     }
 
     /// Checks and takes a publish token.

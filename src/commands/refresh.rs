@@ -43,7 +43,7 @@ pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> 
     }
     s.identity = identity;
     for key in &revoked {
-        s.activity(Activity::Unsubscribed, Some(key)).await;
+        s.activity(Activity::Unsubscribed, Some(key));
     }
     Ok(Outcome::Reply(to_raw(&json!({ "expires_at": expires_at }))))
 }

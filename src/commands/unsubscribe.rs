@@ -16,7 +16,7 @@ pub async fn run(s: &mut Session, mut args: Args) -> Result<Outcome, ErrorBody> 
         .unsubscribe(&s.conn, &key)
         .ok_or_else(|| ErrorBody::new(ErrorCode::NotSubscribed, format!("not subscribed to {key}")))?;
     release(s, &key, &sub).await;
-    s.activity(Activity::Unsubscribed, Some(&key)).await;
+    s.activity(Activity::Unsubscribed, Some(&key));
     Ok(Outcome::Reply(to_raw(&serde_json::json!({}))))
 }
 

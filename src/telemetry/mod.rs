@@ -69,6 +69,8 @@ pub struct Metrics {
     pub rebalance_shed: IntCounter,
     /// Nodes of the cluster as this node sees them, itself included (0: membership is off).
     pub cluster_peers: IntGauge,
+    /// `_sys:activity` events dropped: the node's activity queue was full.
+    pub activity_dropped: IntCounter,
 }
 
 // Names and labels are constants: construction cannot fail at run time (a test covers it).
@@ -156,6 +158,10 @@ fn build() -> Metrics {
             "Clients advised to reconnect elsewhere because this node held more than its share",
         ),
         cluster_peers: gauge("cluster_peers", "Nodes of the cluster as this node sees them, itself included"),
+        activity_dropped: counter(
+            "activity_dropped_total",
+            "_sys:activity events dropped because the node's activity queue was full",
+        ),
     };
     let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
         Box::new(m.backplane_healthy.clone()),
@@ -181,8 +187,8 @@ fn build() -> Metrics {
         Box::new(m.slow_consumers.clone()),
         Box::new(m.closes.clone()),
     ];
-    let cluster: [Box<dyn prometheus::core::Collector>; 2] =
-        [Box::new(m.rebalance_shed.clone()), Box::new(m.cluster_peers.clone())];
+    let cluster: [Box<dyn prometheus::core::Collector>; 3] =
+        [Box::new(m.rebalance_shed.clone()), Box::new(m.cluster_peers.clone()), Box::new(m.activity_dropped.clone())];
     for c in collectors.into_iter().chain(cluster) {
         if let Err(e) = m.registry.register(c) {
             tracing::warn!(error = %e, "metric registration failed");
