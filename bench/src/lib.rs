@@ -129,7 +129,8 @@
 //!   warm-up is excluded), delivered ones even if they arrive during the final drain;
 //!   `/s` divides by the window length. Delivered should be published × subscribers per
 //!   channel; *total* counts include the warm-up, and *expected* is what full delivery of
-//!   everything published would give;
+//!   everything published would give (with `--ack`, less the publishes the server refused: an
+//!   error answer other than TIMEOUT means nothing was stored);
 //! - *latency* percentiles are over the same deliveries; a high p99.9 or max under a rate
 //!   the server can sustain usually means a GC-like stall or an overloaded core;
 //! - *gaps*, *missing* (skipped offsets never delivered), *duplicates* and *out-of-order*
@@ -383,7 +384,8 @@ pub struct BenchReport {
     pub delivered_per_s: f64,
     /// All deliveries (warm-up included).
     pub delivered_total: u64,
-    /// Deliveries if every subscriber got every event of its channel.
+    /// Deliveries if every subscriber got every event of its channel (with `--ack`, publishes
+    /// the server refused, answering with an error other than TIMEOUT, are not expected).
     pub expected_deliveries: u64,
     /// Delivery latency (receive time − payload `t`), µs.
     pub latency_us: Option<LatencySummary>,
