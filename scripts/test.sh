@@ -57,7 +57,7 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$r
 trap 'kill "$(cat "$redis_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 TEST_REDIS_URL="redis://127.0.0.1:$port" cargo nextest run --locked --no-fail-fast --test-threads 4 \
-  -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus) and not binary(otel) and not binary(/^fuzz_/)'
+  -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus) and not binary(otel) and not binary(/^fuzz_/) and not binary(storm)'
 
 # The release binary: what the image ships, and the server the SDK suites run against.
 echo "==> cargo build --release"
