@@ -17,15 +17,18 @@ WORKDIR /src
 # Dependency layer: the manifest, the lock file and stub sources. Rebuilt only when the
 # manifest or the lock file change; source edits reuse it.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src \
+COPY bench/Cargo.toml ./bench/
+RUN mkdir -p src bench/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs bench/src/lib.rs \
  && cargo build --release --locked --bin arqonbus \
- && rm -rf src
-# The real sources. COPY keeps their modification times, which can be older than the stub
-# build: touching the crate roots makes cargo rebuild the crate itself.
+ && rm -rf src bench/src
+# The real sources (the gateway, and the load driver behind `arqonbus bench`). COPY keeps
+# their modification times, which can be older than the stub build: touching the crate roots
+# makes cargo rebuild the crates themselves.
 COPY src ./src
-RUN touch src/main.rs src/lib.rs \
+COPY bench/src ./bench/src
+RUN touch src/main.rs src/lib.rs bench/src/lib.rs \
  && cargo build --release --locked --bin arqonbus \
  && mkdir -p /out \
  && cp target/release/arqonbus /out/arqonbus \

@@ -39,12 +39,13 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> tests (memory backplane; integration/ starts its own Redis topologies)"
-# The crate has no doctests; nextest runs every unit, end-to-end and integration test.
-cargo nextest run --locked --no-fail-fast --test-threads 4
+# The crates have no doctests; nextest runs every unit, end-to-end and integration test of the
+# workspace (the gateway and the load driver, bench/).
+cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
 
 # The protocol tests of tests/ once more, every node on a real Redis: both backplanes must
 # behave the same to a client.
@@ -56,7 +57,7 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$r
 trap 'kill "$(cat "$redis_dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 TEST_REDIS_URL="redis://127.0.0.1:$port" cargo nextest run --locked --no-fail-fast --test-threads 4 \
-  -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus) and not binary(otel) and not binary(/^fuzz_/)'
+  -E 'kind(test) and not binary(harness) and not binary(/^redis_/) and not binary(prometheus) and not binary(otel) and not binary(/^fuzz_/) and not binary(storm)'
 
 # The release binary: what the image ships, and the server the SDK suites run against.
 echo "==> cargo build --release"

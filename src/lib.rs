@@ -22,7 +22,9 @@
 //! - [`cluster`] knows the node's peers (the Kubernetes EndpointSlices of its headless Service,
 //!   else the backplane's node registry) and moves connections off a node that holds more than
 //!   its share, through routing; it never touches a socket.
-//! - [`bench`] is the load generator behind `arqonbus bench`; it speaks only the wire protocol.
+//!
+//! The load generator behind `arqonbus bench` is a crate of its own (`bench/`, `arqonbus-bench`):
+//! it speaks only the wire protocol and cannot reach into this library.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,7 +32,6 @@
 pub mod app;
 pub mod auth;
 pub mod backplane;
-pub mod bench;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -21,14 +21,17 @@ struct Cli {
     command: Option<Cmd>,
 }
 
+// Parsed once at start-up: the bench options' size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a gateway node (the default).
     Serve,
     /// Print the resolved configuration (defaults → file → environment), secrets masked.
     Config,
-    /// Run a load test against a server.
-    Bench(arqonbus::bench::BenchArgs),
+    /// Run a load test against a server (or the bare reference server it compares with).
+    #[cfg(feature = "bench")]
+    Bench(arqonbus_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,8 +44,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(feature = "bench")]
     if let Cmd::Bench(args) = command {
-        return match runtime.block_on(arqonbus::bench::run(args)) {
+        return match runtime.block_on(arqonbus_bench::cli(args)) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("arqonbus bench: {e}");

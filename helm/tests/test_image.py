@@ -98,7 +98,7 @@ def test_release_profile_ships_symbols_without_debug_info_and_profiling_keeps_it
 
 def test_dockerignore_sends_only_the_sources():
     lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
-    assert lines == ["*", "!Cargo.toml", "!Cargo.lock", "!src/"]
+    assert lines == ["*", "!Cargo.toml", "!Cargo.lock", "!src/", "!bench/Cargo.toml", "!bench/src/"]
 
 
 def test_chart_and_image_agree():

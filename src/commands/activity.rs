@@ -22,7 +22,7 @@ use crate::telemetry::metrics;
 
 /// Activity events waiting to be published, at most (each well under 1 KiB: a kind, a client
 /// id, a user, a channel name).
-pub const QUEUE_EVENTS: usize = 4096;
+pub const QUEUE_EVENTS: usize = 1024;
 
 /// Longest the publisher keeps publishing queued events once the node stops.
 const FLUSH: Duration = Duration::from_secs(2);

@@ -2,8 +2,8 @@
 //!
 //! Order of work, so that nothing is lost or doubled: register the subscription in buffering
 //! mode (live events are held) → declare interest in the backplane → read the stream position
-//! → join presence → reply → replay the gap from history in pages, paced by the client's outbox
-//! → release the held live events above the replayed range → live.
+//! and join presence (together) → reply → replay the gap from history in pages, paced by the
+//! client's outbox → release the held live events above the replayed range → live.
 
 use serde_json::{json, Value};
 
@@ -70,8 +70,19 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
         .router
         .subscribe(&s.conn, &key, echo, presence, buffer)
         .map_err(|_| ErrorBody::new(ErrorCode::AlreadySubscribed, format!("already subscribed to {key}")))?;
+    // Presence goes in before the reply (once a client has its reply, others see it there) and
+    // after the interest (a `join` announced before it would not come back to this node). It
+    // does not depend on the position: both are awaited together, one backplane wait instead
+    // of two on every subscribe, and on a resubscribe storm's critical path.
     let pos = match node.backplane.subscribe(&key).await {
-        Ok(()) => node.backplane.position(&key).await,
+        Ok(()) => {
+            let joined = async {
+                if presence {
+                    join(s, &key).await;
+                }
+            };
+            tokio::join!(node.backplane.position(&key), joined).0
+        }
         Err(e) => Err(e),
     };
     let pos = match pos {
@@ -89,11 +100,8 @@ pub async fn run(s: &mut Session, request_id: &str, mut args: Args) -> Result<Ou
         "room": key.room(), "channel": key.channel(), "epoch": pos.epoch,
         "offset": (pos.top > 0).then_some(pos.top), "recovered": recovered, "replayed": replayed,
     });
-    // In presence before the reply: once a client has its reply, others see it there. Its own
-    // `join` frame (presence events on) is held with the live events and follows the replay.
-    if presence {
-        join(s, &key).await;
-    }
+    // The client's own `join` frame (presence events on) is held with the live events and
+    // follows the replay.
     s.conn.deliver(reply_frame(request_id, &reply));
     let span = trace::reading("replay", &key);
     let sent = replay(s, &key, start, pos.top).instrument(span.clone()).await;

@@ -34,6 +34,9 @@ pub struct UrlLists {
     pub subscribe: Vec<String>,
     /// Publisher URLs, in order.
     pub publish: Vec<String>,
+    /// Where subscribers reconnect in a reconnect storm (`--resume-url`, by default the
+    /// publisher URLs); empty outside a storm.
+    pub resume: Vec<String>,
 }
 
 impl UrlLists {
@@ -44,13 +47,18 @@ impl UrlLists {
             Some(list) => parse_url_list("--publish-url", list)?,
             None => subscribe.clone(),
         };
-        Ok(Self { subscribe, publish })
+        let resume = match (&args.storm.resume_url, args.storm.enabled()) {
+            (Some(list), true) => parse_url_list("--resume-url", list)?,
+            (None, true) => publish.clone(),
+            (_, false) => Vec::new(),
+        };
+        Ok(Self { subscribe, publish, resume })
     }
 
     /// Every URL once, subscriber URLs first, in order of appearance.
     pub fn distinct(&self) -> Vec<&str> {
         let mut all: Vec<&str> = Vec::new();
-        for url in self.subscribe.iter().chain(&self.publish) {
+        for url in self.subscribe.iter().chain(&self.publish).chain(&self.resume) {
             if !all.contains(&url.as_str()) {
                 all.push(url);
             }
@@ -71,6 +79,8 @@ pub struct Targets {
     pub subscribe: Vec<Target>,
     /// Targets of the publishers (one per `--publish-url` entry).
     pub publish: Vec<Target>,
+    /// Targets subscribers reconnect to in a reconnect storm.
+    pub resume: Vec<Target>,
     /// Connect failures are prefixed with the target's URL (more than one node).
     pub name_failures: bool,
 }
@@ -85,19 +95,30 @@ impl Targets {
         let pick = |list: &[String]| -> Vec<Target> {
             list.iter().filter_map(|url| resolved.iter().find(|t| &t.url == url).cloned()).collect()
         };
-        Ok(Self { subscribe: pick(&urls.subscribe), publish: pick(&urls.publish), name_failures: urls.is_multi() })
+        Ok(Self {
+            subscribe: pick(&urls.subscribe),
+            publish: pick(&urls.publish),
+            resume: pick(&urls.resume),
+            name_failures: urls.is_multi(),
+        })
     }
 
     /// One target for everything (the single-URL case).
     #[cfg(test)]
     pub fn single(target: Target) -> Self {
-        Self { subscribe: vec![target.clone()], publish: vec![target], name_failures: false }
+        Self { subscribe: vec![target.clone()], publish: vec![target], resume: Vec::new(), name_failures: false }
     }
 
     /// Subscriber `i`'s target and its connection number there (round-robin).
     pub fn for_subscriber(&self, i: usize) -> Option<(&Target, usize)> {
         let (t, slot) = round_robin(i, self.subscribe.len());
         Some((self.subscribe.get(t)?, slot))
+    }
+
+    /// The survivor subscriber `i` reconnects to, and its connection number there.
+    pub fn for_resume(&self, i: usize) -> Option<(&Target, usize)> {
+        let (t, slot) = round_robin(i, self.resume.len());
+        Some((self.resume.get(t)?, slot))
     }
 
     /// Publisher `j`'s target and its connection number there (round-robin). Publisher
@@ -397,6 +418,7 @@ mod tests {
         let targets = Targets {
             subscribe: vec![a.clone(), b.clone()],
             publish: vec![c.clone(), a.clone(), b.clone()],
+            resume: Vec::new(),
             name_failures: true,
         };
         let sub = |i| targets.for_subscriber(i).map(|(t, slot)| (t.url.as_str(), slot));
@@ -417,7 +439,7 @@ mod tests {
         // Failures name the node (without the query, which may hold a token).
         assert_eq!(targets.failure(&b, "connect: refused"), "ws://127.0.0.1:18302/ws: connect: refused");
 
-        let empty = Targets { subscribe: Vec::new(), publish: Vec::new(), name_failures: false };
+        let empty = Targets { subscribe: Vec::new(), publish: Vec::new(), resume: Vec::new(), name_failures: false };
         assert!(empty.for_subscriber(0).is_none() && empty.for_publisher(0, 3).is_none());
     }
 

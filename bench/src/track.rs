@@ -77,6 +77,11 @@ impl OffsetTracker {
         Seen::OutOfOrder
     }
 
+    /// The highest offset delivered so far (the subscription's start when none was).
+    pub fn last(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+
     /// Offsets skipped and (so far) never delivered.
     pub fn missing(&self) -> u64 {
         self.forgotten + self.holes.iter().map(|(s, e)| e - s).sum::<u64>()

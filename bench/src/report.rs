@@ -6,7 +6,43 @@ use std::time::Duration;
 
 use super::net::UrlLists;
 use super::stats::Stats;
-use super::{BenchArgs, BenchReport, LatencySummary};
+use super::{BenchArgs, BenchReport, LatencySummary, Ratios, StormReport};
+
+/// Prints the final report to stdout: text, or one JSON line.
+pub fn print(report: &BenchReport, json: bool) {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("bench: cannot encode the report as JSON: {e}"),
+        }
+    } else {
+        println!("{report}");
+    }
+}
+
+/// `a / b`, rounded to 2 decimals; None when `b` is 0.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| (a / b * 100.0).round() / 100.0)
+}
+
+/// ArqonBus's figures divided by the reference's.
+pub fn ratios(bus: &BenchReport, reference: &BenchReport) -> Ratios {
+    let share = |r: &BenchReport| ratio(r.delivered_total as f64, r.expected_deliveries as f64);
+    let lat = |f: fn(&LatencySummary) -> u64| match (&bus.latency_us, &reference.latency_us) {
+        (Some(a), Some(b)) => ratio(f(a) as f64, f(b) as f64),
+        _ => None,
+    };
+    Ratios {
+        delivered_per_s: ratio(bus.delivered_per_s, reference.delivered_per_s),
+        delivered_share: share(bus),
+        reference_delivered_share: share(reference),
+        p50: lat(|l| l.p50),
+        p90: lat(|l| l.p90),
+        p99: lat(|l| l.p99),
+        p999: lat(|l| l.p999),
+        max: lat(|l| l.max),
+    }
+}
 
 /// Per-second rate over a window (0 for an empty window).
 pub fn per_second(count: u64, window: Duration) -> f64 {
@@ -82,6 +118,9 @@ pub fn build(
         server_rss_after_kib: rss_after,
         rss_per_connection_kib: rss_per_connection(rss_before, rss_after, connections),
         interrupted,
+        storm: None,
+        reference: None,
+        vs_reference: None,
     }
 }
 
@@ -157,6 +196,62 @@ impl fmt::Display for BenchReport {
             if let Some(per) = r.rss_per_connection_kib {
                 write!(f, "  per connection {per:.2} KiB")?;
             }
+        }
+        if let Some(storm) = &r.storm {
+            write!(f, "\n{storm}")?;
+        }
+        if let (Some(reference), Some(x)) = (&r.reference, &r.vs_reference) {
+            write!(f, "\n\nReference server (same scenario, run first)\n{reference}\n\n")?;
+            let x_of = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
+            let share = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0));
+            writeln!(f, "ArqonBus / reference")?;
+            writeln!(
+                f,
+                "  delivered/s     {}  (delivered: ArqonBus {}, reference {})",
+                x_of(x.delivered_per_s),
+                share(x.delivered_share),
+                share(x.reference_delivered_share)
+            )?;
+            write!(
+                f,
+                "  latency         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                x_of(x.p50),
+                x_of(x.p90),
+                x_of(x.p99),
+                x_of(x.p999),
+                x_of(x.max)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for StormReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self;
+        let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.2} s", v as f64 / 1000.0));
+        writeln!(f, "Reconnect storm ({}; resumed on {})", s.killed, s.resume_urls.join(", "))?;
+        writeln!(
+            f,
+            "  resumed         {} of {} resubscribed, {} live again  (not recovered {}, replayed {} events)",
+            s.resubscribed, s.subscribers, s.live, s.not_recovered, s.replayed
+        )?;
+        writeln!(
+            f,
+            "  time to resume  all resubscribed {}  all live {}  (after the kill; {} events published meanwhile)",
+            ms(s.all_resubscribed_ms),
+            ms(s.all_live_ms),
+            s.published_during
+        )?;
+        writeln!(f, "  resubscribed ms {}", latency_line(&s.resubscribe_ms))?;
+        writeln!(f, "  live ms         {}", latency_line(&s.live_ms))?;
+        write!(f, "  reconnects      {} attempts", s.reconnect_attempts)?;
+        if !s.reconnect_failures.is_empty() {
+            write!(f, "  failed: {}", counts(&s.reconnect_failures))?;
+        }
+        if let (Some(per), Some(total)) = (&s.redis_calls_per_resubscribe, s.redis_calls_per_resubscribe_total) {
+            let parts: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+            write!(f, "\n  redis calls     {total:.2} per resubscribe ({})", parts.join(", "))?;
         }
         Ok(())
     }

@@ -62,6 +62,39 @@
 //! `publish_urls` in JSON; `url` stays the first subscriber URL). A single URL behaves and
 //! reports exactly as before.
 //!
+//! # The reference server
+//!
+//! `arqonbus bench --reference-server 127.0.0.1:18399` runs a bare tokio-tungstenite
+//! broadcast server until Ctrl-C: no protocol beyond what the drivers need, described at
+//! [`Reference`]. `--reference-url ws://127.0.0.1:18399/ws`
+//! then runs the same scenario twice in one bench run, first against the reference (one node:
+//! subscribers and publishers all go to it), then against `--url`, and reports both and
+//! ArqonBus ÷ reference for deliveries/s and each latency percentile (`reference` and
+//! `vs_reference` in JSON). The machine is shared and noisy: only ratios from one run compare.
+//!
+//! # Reconnect storm
+//!
+//! With `--kill-pid PID` (or `--kill-cmd CMD`, run with `sh -c`) the run is a reconnect storm:
+//! every subscriber connects to `--url` (node A, the one PID or CMD kills), publishers publish
+//! through `--publish-url` (node B), and after `--warmup-secs` the bench kills node A. Every
+//! subscriber whose connection drops reconnects to `--resume-url` (default: the publish URLs)
+//! and subscribes again with `since` (its last offset and the channel's epoch), retrying with
+//! backoff (50 ms doubling to 1 s) when a connection or subscribe fails. The bench waits until
+//! every subscriber is *live again* (the survivor answered and every event up to the reply's
+//! `offset` has arrived; at most `--storm-timeout-secs`), publishes `--duration-secs` more,
+//! drains, and asks a survivor for each channel's final offset (`channel_info`): a subscriber
+//! whose last offset is below it counts the rest as *missing*. The storm report gives the time
+//! from the kill until every subscriber was resubscribed and live again, per-subscriber
+//! percentiles of both, reconnect attempts and failures, events replayed, replies with
+//! `recovered: false`, and with `--redis-url` the Redis calls per resubscribe: `INFO
+//! commandstats` is read when publishing starts, at the kill and at full resume, and the calls
+//! of the storm window minus what the same number of publishes cost before the kill, divided by
+//! the resubscribes, are reported by command.
+//!
+//! A process may hold a limited number of file descriptors: the bench holds one per subscriber
+//! (the dead node's sockets are closed before their replacements open), so 10,000 subscribers
+//! fit a 20,000 limit; spread them with `--source-ips` as for any large run.
+//!
 //! # Examples
 //!
 //! ```text
@@ -75,6 +108,14 @@
 //!     --subscribers 1000 --channels 10 --publishers 2 --rate 1000
 //! # subscribers and publishers spread over both nodes
 //! arqonbus bench --url ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws --subscribers 2000
+//! # ArqonBus against the bare reference server, in one run
+//! arqonbus bench --reference-server 127.0.0.1:18399 &
+//! arqonbus bench --url ws://127.0.0.1:18300/ws --reference-url ws://127.0.0.1:18399/ws \
+//!     --subscribers 1000 --channels 1 --publishers 1 --rate 500
+//! # reconnect storm: 10,000 subscribers on node A (pid 4242) resume on node B
+//! arqonbus bench --url ws://127.0.0.1:18301/ws --publish-url ws://127.0.0.1:18302/ws \
+//!     --subscribers 10000 --channels 100 --publishers 2 --rate 200 --source-ips 4 \
+//!     --kill-pid 4242 --redis-url redis://127.0.0.1:16400
 //! ```
 //!
 //! # Reading the output
@@ -88,7 +129,8 @@
 //!   warm-up is excluded), delivered ones even if they arrive during the final drain;
 //!   `/s` divides by the window length. Delivered should be published × subscribers per
 //!   channel; *total* counts include the warm-up, and *expected* is what full delivery of
-//!   everything published would give;
+//!   everything published would give (with `--ack`, less the publishes the server refused: an
+//!   error answer other than TIMEOUT means nothing was stored);
 //! - *latency* percentiles are over the same deliveries; a high p99.9 or max under a rate
 //!   the server can sustain usually means a GC-like stall or an overloaded core;
 //! - *gaps*, *missing* (skipped offsets never delivered), *duplicates* and *out-of-order*
@@ -100,19 +142,27 @@
 //!   prefixed with the node's URL when there are several;
 //! - *server RSS* (with `--server-pid`): before/after VmRSS and the delta per connection.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod conn;
 mod driver;
 mod net;
 mod pace;
 mod publish;
+mod redis_info;
+mod reference;
 mod report;
 mod scan;
 mod stats;
+mod storm;
 mod track;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+pub use reference::Reference;
 
 /// Examples shown at the end of `arqonbus bench --help`.
 const EXAMPLES: &str = "\
@@ -121,7 +171,13 @@ Examples:
   # cluster: publish on node A (18301), measure delivery on node B (18302), i.e. cross-node
   arqonbus bench --url ws://127.0.0.1:18302/ws --publish-url ws://127.0.0.1:18301/ws
   # subscribers and publishers spread round-robin over two nodes
-  arqonbus bench --url ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws --subscribers 2000";
+  arqonbus bench --url ws://127.0.0.1:18301/ws,ws://127.0.0.1:18302/ws --subscribers 2000
+  # the bare reference server, then ArqonBus and the reference measured in one run
+  arqonbus bench --reference-server 127.0.0.1:18399
+  arqonbus bench --url ws://127.0.0.1:18300/ws --reference-url ws://127.0.0.1:18399/ws
+  # reconnect storm: kill node A (pid 4242) under 10,000 subscribers, resume on node B
+  arqonbus bench --url ws://127.0.0.1:18301/ws --publish-url ws://127.0.0.1:18302/ws --subscribers 10000 \
+      --channels 100 --source-ips 4 --kill-pid 4242 --redis-url redis://127.0.0.1:16400";
 
 /// Options of `arqonbus bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -178,6 +234,54 @@ pub struct BenchArgs {
     /// Server process id: report its VmRSS before/after connecting and per connection.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Run the same scenario first against this bare reference server (see
+    /// --reference-server), then against --url, and report ArqonBus / reference ratios.
+    #[arg(long, value_name = "URL")]
+    pub reference_url: Option<String>,
+    /// Do not load-test: run the bare reference server on ADDR (e.g. 127.0.0.1:18399) until
+    /// Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub reference_server: Option<std::net::SocketAddr>,
+    /// Reconnect storm: kill the node of --url while publishing goes on (see the docs).
+    #[command(flatten)]
+    pub storm: StormArgs,
+}
+
+/// Options of the reconnect-storm mode (on when `--kill-pid` or `--kill-cmd` is given).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Reconnect storm")]
+pub struct StormArgs {
+    /// After the warm-up, SIGKILL this process: the node every subscriber (--url) is on.
+    #[arg(long, value_name = "PID", conflicts_with = "kill_cmd")]
+    pub kill_pid: Option<u32>,
+    /// After the warm-up, run this shell command (`sh -c`) to kill the subscribers' node,
+    /// e.g. `docker kill gw-a` or `kubectl delete pod gw-a --grace-period=0 --force`.
+    #[arg(long, value_name = "CMD")]
+    pub kill_cmd: Option<String>,
+    /// Comma-separated URLs the subscribers reconnect to, round-robin (default: the
+    /// --publish-url list, the surviving nodes).
+    #[arg(long, value_name = "URLS")]
+    pub resume_url: Option<String>,
+    /// Redis of the cluster (redis://[user:password@]host:port): `INFO commandstats` is read
+    /// around the storm to count Redis calls per resubscribe.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Longest wait for every subscriber to be live again after the kill.
+    #[arg(long, default_value_t = 60)]
+    pub storm_timeout_secs: u64,
+}
+
+impl Default for StormArgs {
+    fn default() -> Self {
+        Self { kill_pid: None, kill_cmd: None, resume_url: None, redis_url: None, storm_timeout_secs: 60 }
+    }
+}
+
+impl StormArgs {
+    /// Whether the run is a reconnect storm.
+    pub fn enabled(&self) -> bool {
+        self.kill_pid.is_some() || self.kill_cmd.is_some()
+    }
 }
 
 impl Default for BenchArgs {
@@ -199,6 +303,9 @@ impl Default for BenchArgs {
             json: false,
             hold_secs: 0,
             server_pid: None,
+            reference_url: None,
+            reference_server: None,
+            storm: StormArgs::default(),
         }
     }
 }
@@ -277,7 +384,8 @@ pub struct BenchReport {
     pub delivered_per_s: f64,
     /// All deliveries (warm-up included).
     pub delivered_total: u64,
-    /// Deliveries if every subscriber got every event of its channel.
+    /// Deliveries if every subscriber got every event of its channel (with `--ack`, publishes
+    /// the server refused, answering with an error other than TIMEOUT, are not expected).
     pub expected_deliveries: u64,
     /// Delivery latency (receive time − payload `t`), µs.
     pub latency_us: Option<LatencySummary>,
@@ -305,6 +413,75 @@ pub struct BenchReport {
     pub rss_per_connection_kib: Option<f64>,
     /// The run was cut short by Ctrl-C.
     pub interrupted: bool,
+    /// Reconnect storm results (`--kill-pid`/`--kill-cmd`).
+    pub storm: Option<StormReport>,
+    /// The same scenario against the bare reference server (`--reference-url`), run first.
+    pub reference: Option<Box<BenchReport>>,
+    /// This run's figures divided by the reference's (`--reference-url`).
+    pub vs_reference: Option<Ratios>,
+}
+
+/// ArqonBus ÷ reference, from one `--reference-url` run (None where the reference has no figure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ratios {
+    /// Deliveries per second of the window.
+    pub delivered_per_s: Option<f64>,
+    /// Share of the expected deliveries made by ArqonBus (1.0: all).
+    pub delivered_share: Option<f64>,
+    /// Share of the expected deliveries made by the reference.
+    pub reference_delivered_share: Option<f64>,
+    /// Latency p50.
+    pub p50: Option<f64>,
+    /// Latency p90.
+    pub p90: Option<f64>,
+    /// Latency p99.
+    pub p99: Option<f64>,
+    /// Latency p99.9.
+    pub p999: Option<f64>,
+    /// Largest latency.
+    pub max: Option<f64>,
+}
+
+/// What a reconnect storm measured (see the module docs).
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    /// How the node was killed (`kill -KILL <pid>` or the command).
+    pub killed: String,
+    /// URLs the subscribers reconnected to.
+    pub resume_urls: Vec<String>,
+    /// Subscribers connected when the node was killed.
+    pub subscribers: u64,
+    /// Subscribers whose `subscribe` with `since` was answered on a survivor.
+    pub resubscribed: u64,
+    /// Subscribers that also received every event up to the reply's offset (live again).
+    pub live: u64,
+    /// Kill → the last subscriber resubscribed, ms.
+    pub all_resubscribed_ms: Option<u64>,
+    /// Kill → the last subscriber live again, ms: the time to full resume.
+    pub all_live_ms: Option<u64>,
+    /// Kill → resubscribed, per subscriber, ms.
+    pub resubscribe_ms: Option<LatencySummary>,
+    /// Kill → live again, per subscriber, ms.
+    pub live_ms: Option<LatencySummary>,
+    /// Connection attempts to the survivors (first tries and retries).
+    pub reconnect_attempts: u64,
+    /// Attempts that failed, by reason.
+    pub reconnect_failures: BTreeMap<String, u64>,
+    /// Events replayed to resuming subscribers (`replayed` of the replies).
+    pub replayed: u64,
+    /// Replies with `recovered: false` (history lost: a gap the client is told about).
+    pub not_recovered: u64,
+    /// Events published from the kill until every subscriber was live again.
+    pub published_during: u64,
+    /// Redis calls per resubscribe by command (`--redis-url`): the calls between the kill and
+    /// full resume, minus what the same number of publishes cost before the kill.
+    pub redis_calls_per_resubscribe: Option<BTreeMap<String, f64>>,
+    /// Their sum.
+    pub redis_calls_per_resubscribe_total: Option<f64>,
+    /// Raw `INFO commandstats` call deltas: (before the kill, kill → full resume).
+    pub redis_calls: Option<(BTreeMap<String, u64>, BTreeMap<String, u64>)>,
+    /// Publishes in the pre-kill window that `redis_calls.0` covers.
+    pub redis_baseline_publishes: Option<u64>,
 }
 
 /// Why a bench run could not be done.
@@ -319,6 +496,12 @@ pub enum BenchError {
     /// `--server-pid` names no readable process.
     #[error("cannot read VmRSS of server pid {0} from /proc/{0}/status")]
     ServerPid(u32),
+    /// The reference server could not start.
+    #[error("reference server: {0}")]
+    Reference(String),
+    /// The storm's kill did not work.
+    #[error("reconnect storm: cannot kill the node: {0}")]
+    Kill(String),
     /// Not a single connection could be established.
     #[error("no connection could be established to {url}: {reasons}")]
     NoConnections {
@@ -329,9 +512,42 @@ pub enum BenchError {
     },
 }
 
-/// Runs the bench: prints progress to stderr and the final report to stdout, and returns it.
+/// What `arqonbus bench` does: runs the reference server (`--reference-server`) until Ctrl-C,
+/// or a bench run ([`run`]) and prints its report to stdout (one JSON line with `--json`).
+pub async fn cli(args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(addr) = args.reference_server {
+        let server = reference::Reference::bind(addr)
+            .await
+            .map_err(|e| BenchError::Reference(format!("cannot listen on {addr}: {e}")))?;
+        return server.serve_until_ctrl_c().await.map_err(|e| BenchError::Reference(e.to_string()));
+    }
+    let json = args.json;
+    let report = run(args).await?;
+    report::print(&report, json);
+    Ok(())
+}
+
+/// Runs the bench and returns its report; progress goes to stderr. With `--reference-url` the
+/// same scenario runs first against the reference server, then against `--url`.
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
-    driver::run(args).await
+    let Some(reference_url) = args.reference_url.clone() else {
+        return driver::run(args).await;
+    };
+    if args.storm.enabled() {
+        return Err(BenchError::InvalidArgs("--reference-url compares fan-out runs, not reconnect storms".into()));
+    }
+    driver::validate(&args)?;
+    // The reference is one node: subscribers and publishers all go to it.
+    let reference_args =
+        BenchArgs { url: reference_url, publish_url: None, server_pid: None, reference_url: None, ..args.clone() };
+    eprintln!("bench: run 1 of 2: the reference server");
+    let reference = driver::run(reference_args).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    eprintln!("bench: run 2 of 2: {}", args.url);
+    let mut report = driver::run(args).await?;
+    report.vs_reference = Some(report::ratios(&report, &reference));
+    report.reference = Some(Box::new(reference));
+    Ok(report)
 }
 
 #[cfg(test)]

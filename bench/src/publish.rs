@@ -87,7 +87,7 @@ pub async fn publisher(ctx: Arc<Ctx>, j: usize, mut phase: watch::Receiver<u8>) 
             biased;
             changed = phase.changed() => if changed.is_err() { break },
             msg = ws.next() => {
-                if !on_publisher_msg(&ctx, msg, &mut outstanding) {
+                if !on_publisher_msg(&ctx, j, msg, &mut outstanding) {
                     alive = false;
                     break;
                 }
@@ -124,7 +124,7 @@ pub async fn publisher(ctx: Arc<Ctx>, j: usize, mut phase: watch::Receiver<u8>) 
         let deadline = Instant::now() + ACK_DRAIN_TIMEOUT;
         while outstanding > 0 && alive {
             match tokio::time::timeout_at(deadline, ws.next()).await {
-                Ok(msg) => alive = on_publisher_msg(&ctx, msg, &mut outstanding),
+                Ok(msg) => alive = on_publisher_msg(&ctx, j, msg, &mut outstanding),
                 Err(_) => break,
             }
         }
@@ -138,7 +138,7 @@ pub async fn publisher(ctx: Arc<Ctx>, j: usize, mut phase: watch::Receiver<u8>) 
 }
 
 /// Handles one incoming message on a publisher; false when the connection is over.
-fn on_publisher_msg(ctx: &Ctx, msg: Option<Result<Message, WsError>>, outstanding: &mut u64) -> bool {
+fn on_publisher_msg(ctx: &Ctx, j: usize, msg: Option<Result<Message, WsError>>, outstanding: &mut u64) -> bool {
     let stats = &ctx.stats;
     match msg {
         Some(Ok(Message::Text(text))) => {
@@ -153,10 +153,20 @@ fn on_publisher_msg(ctx: &Ctx, msg: Option<Result<Message, WsError>>, outstandin
                     }
                 }
                 "error" => {
-                    stats.error(f.error_code().unwrap_or("UNKNOWN"));
+                    let code = f.error_code().unwrap_or("UNKNOWN");
+                    stats.error(code);
                     if ours {
                         stats.ack_errors.fetch_add(1, Relaxed);
                         *outstanding = outstanding.saturating_sub(1);
+                        // Refused: nothing was stored, so no subscriber should get it (TIMEOUT
+                        // leaves the outcome unknown: still expected).
+                        let seq = f.request_id.and_then(ack_seq);
+                        if let (Some(seq), false) = (seq, code == "TIMEOUT") {
+                            let ch = pace::channel_for(j, seq, ctx.publishers, ctx.channels.len());
+                            if let Some(c) = stats.chan_published.get(ch) {
+                                c.fetch_sub(1, Relaxed);
+                            }
+                        }
                     }
                 }
                 _ => note_anomaly(stats, &f),
@@ -177,6 +187,12 @@ fn on_publisher_msg(ctx: &Ctx, msg: Option<Result<Message, WsError>>, outstandin
 pub fn ack_time(request_id: &str) -> Option<u64> {
     let (_, t) = request_id.strip_prefix('a')?.split_once('.')?;
     scan::int_value(t)
+}
+
+/// The publisher's sequence number in an ack-mode request id `a<seq>.<t>`.
+pub fn ack_seq(request_id: &str) -> Option<u64> {
+    let (seq, _) = request_id.strip_prefix('a')?.split_once('.')?;
+    scan::int_value(seq)
 }
 
 /// The JSON text of one bench event.
@@ -207,6 +223,8 @@ mod tests {
         assert_eq!(ack_time("s1"), None);
         assert_eq!(ack_time("a17"), None);
         assert_eq!(ack_time("a1.x"), None);
+        assert_eq!(ack_seq("a17.1700000000000000001"), Some(17));
+        assert_eq!(ack_seq("s1"), None);
     }
 
     fn ctx(ack: bool) -> Ctx {

@@ -1,6 +1,8 @@
 //! Shared connection context and the subscriber task (one tokio task per connection).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,10 @@ pub struct Ctx {
     pub rate_per_publisher: f64,
     /// Publish with ids and count acks.
     pub ack: bool,
+    /// A reconnect storm: dropped subscribers resume on a survivor.
+    pub storm: bool,
+    /// Each channel's final offset, once known at the end of a storm (`u64::MAX` before).
+    pub final_offsets: Vec<AtomicU64>,
 }
 
 impl Ctx {
@@ -71,6 +77,8 @@ impl Ctx {
             publishers: args.publishers,
             rate_per_publisher: pace::per_publisher_rate(args.rate, args.publishers),
             ack: args.ack,
+            storm: args.storm.enabled(),
+            final_offsets: (0..channels).map(|_| AtomicU64::new(u64::MAX)).collect(),
         }
     }
 }
@@ -80,9 +88,37 @@ enum SetupFail {
     Subscribe,
 }
 
+/// Resolves when the run reaches [`PHASE_STOP`]; made once per subscriber.
+type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a subscribe reply said.
+struct Reply {
+    /// `result.offset`: the channel's latest offset.
+    latest: Option<u64>,
+    /// `result.epoch`, as raw JSON (a quoted string), to send back in `since`.
+    epoch: Option<String>,
+    /// `result.recovered`.
+    recovered: Option<bool>,
+    /// `result.replayed`.
+    replayed: u64,
+    /// Offsets of events that arrived before the reply.
+    early: Vec<u64>,
+}
+
+/// One subscription's state across connections.
+struct Sub {
+    ch: usize,
+    tracker: OffsetTracker,
+    epoch: Option<String>,
+    /// After a resume: the reply's offset, until every event up to it has arrived.
+    catching_up_to: Option<u64>,
+    resumed: bool,
+}
+
 /// Subscriber `index`: connect, subscribe to channel `index % M`, check every delivered
-/// event until the phase reaches [`PHASE_STOP`], then close.
-pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<u8>) {
+/// event until the phase reaches [`PHASE_STOP`], then close. In a reconnect storm a dropped
+/// connection is followed by a resume on a survivor.
+pub async fn subscriber(ctx: Arc<Ctx>, index: usize, phase: watch::Receiver<u8>) {
     let ch = index % ctx.channels.len().max(1);
     let stats = &ctx.stats;
     let Some((target, slot)) = ctx.targets.for_subscriber(index) else {
@@ -95,7 +131,7 @@ pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<
             return;
         };
         // Boxed: the setup state is large and would otherwise stay in every idle task.
-        timeout(SETUP_TIMEOUT, Box::pin(setup_subscriber(&ctx, target, slot, index, ch))).await
+        timeout(SETUP_TIMEOUT, Box::pin(connect_subscribed(&ctx, target, slot, index, ch, None))).await
     };
     let outcome = match setup {
         Ok(Ok(ok)) => Some(ok),
@@ -120,23 +156,67 @@ pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<
         }
     }
     stats.subs_settled.fetch_add(1, Relaxed);
-    let Some((mut ws, mut tracker)) = outcome else {
+    let Some((mut ws, reply)) = outcome else {
         return;
     };
-    let mut ended_by_server = false;
-    // One stop future for the whole loop (cheaper than a new `changed()` per frame).
-    let stop = phase.wait_for(|p| *p >= PHASE_STOP);
-    tokio::pin!(stop);
+    let mut sub =
+        Sub { ch, tracker: OffsetTracker::new(reply.latest), epoch: reply.epoch, catching_up_to: None, resumed: false };
+    for offset in reply.early.into_iter().filter(|&o| o > reply.latest.unwrap_or(0)) {
+        stats.seen(sub.tracker.observe(offset));
+    }
+    // One stop future for the whole task (cheaper than a new `changed()` per frame).
+    let mut stop_rx = phase;
+    let mut stop: Stop = Box::pin(async move {
+        let _ = stop_rx.wait_for(|p| *p >= PHASE_STOP).await;
+    });
+    loop {
+        if !read_until_dropped(&ctx, index, &mut ws, &mut sub, &mut stop).await {
+            close(&mut ws).await;
+            stats.open.fetch_sub(1, Relaxed);
+            break;
+        }
+        stats.disconnects.fetch_add(1, Relaxed);
+        stats.open.fetch_sub(1, Relaxed);
+        if !ctx.storm {
+            break;
+        }
+        match resume(&ctx, index, &mut sub, &mut stop).await {
+            Some(new) => {
+                ws = new;
+                stats.open.fetch_add(1, Relaxed);
+            }
+            None => break,
+        }
+    }
+    stats.missing.fetch_add(sub.tracker.missing() + tail_missing(&ctx, &sub), Relaxed);
+}
+
+/// Offsets of the channel's final ones (known at the end of a storm) this subscriber never got.
+fn tail_missing(ctx: &Ctx, sub: &Sub) -> u64 {
+    let last = sub.tracker.last();
+    match ctx.final_offsets.get(sub.ch).map(|f| f.load(Relaxed)) {
+        Some(end) if end != u64::MAX => end.saturating_sub(last),
+        _ => 0,
+    }
+}
+
+/// Reads deliveries until the stop phase (false) or until the connection ends (true).
+async fn read_until_dropped(ctx: &Ctx, index: usize, ws: &mut Ws, sub: &mut Sub, stop: &mut Stop) -> bool {
+    let stats = &ctx.stats;
     loop {
         tokio::select! {
             biased;
-            _ = &mut stop => break,
+            _ = &mut *stop => return false,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let f = scan::parse_frame(&text);
                     if f.kind == "event" {
                         if let Some(offset) = stats.delivered(index, &f) {
-                            stats.seen(tracker.observe(offset));
+                            stats.seen(sub.tracker.observe(offset));
+                            if sub.catching_up_to.is_some_and(|top| sub.tracker.last() >= top) {
+                                sub.catching_up_to = None;
+                                stats.storm.live();
+                            }
                         }
                     } else {
                         note_anomaly(stats, &f);
@@ -145,39 +225,93 @@ pub async fn subscriber(ctx: Arc<Ctx>, index: usize, mut phase: watch::Receiver<
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
                     stats.error(&format!("close:{code}"));
-                    ended_by_server = true;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    ended_by_server = true;
-                    break;
-                }
+                Some(Err(_)) | None => return true,
             },
         }
     }
-    if ended_by_server {
-        stats.disconnects.fetch_add(1, Relaxed);
-    } else {
-        close(&mut ws).await;
-    }
-    stats.missing.fetch_add(tracker.missing(), Relaxed);
-    stats.open.fetch_sub(1, Relaxed);
 }
 
-/// Connects subscriber `index` as connection `slot` of `target` and subscribes to channel `ch`.
-async fn setup_subscriber(
+/// Reconnects subscriber `index` to a survivor and subscribes with `since`, retrying with
+/// backoff until it works or the run stops (None).
+async fn resume(ctx: &Ctx, index: usize, sub: &mut Sub, stop: &mut Stop) -> Option<Ws> {
+    let storm = &ctx.stats.storm;
+    let since = sub.epoch.clone().map(|epoch| (sub.tracker.last(), epoch));
+    for attempt in 0u32.. {
+        let (target, slot) = ctx.targets.for_resume(index)?;
+        storm.attempts.fetch_add(1, Relaxed);
+        let once = async {
+            let _permit = ctx.connect_gate.acquire().await.ok()?;
+            let since = since.as_ref().map(|(o, e)| (*o, e.as_str()));
+            Some(timeout(SETUP_TIMEOUT, Box::pin(connect_subscribed(ctx, target, slot, index, sub.ch, since))).await)
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = &mut *stop => return None,
+            r = once => r?,
+        };
+        match outcome {
+            Ok(Ok((ws, reply))) => {
+                for offset in reply.early {
+                    ctx.stats.seen(sub.tracker.observe(offset));
+                }
+                let top = reply.latest.unwrap_or(0);
+                if !sub.resumed {
+                    sub.resumed = true;
+                    storm.resubscribed(reply.replayed, reply.recovered);
+                    if sub.tracker.last() >= top {
+                        storm.live();
+                    } else {
+                        sub.catching_up_to = Some(top);
+                    }
+                }
+                if reply.epoch.is_some() {
+                    sub.epoch = reply.epoch;
+                }
+                return Some(ws);
+            }
+            Ok(Err(SetupFail::Connect(reason))) => storm.failed(&reason),
+            Ok(Err(SetupFail::Subscribe)) => storm.failed("subscribe refused"),
+            Err(_) => storm.failed("setup timed out"),
+        }
+        tokio::select! {
+            biased;
+            _ = &mut *stop => return None,
+            _ = tokio::time::sleep(backoff(attempt, index)) => {}
+        }
+    }
+    None
+}
+
+/// Pause before reconnect attempt `attempt + 1`: 50 ms doubling up to 1 s, spread over
+/// subscribers so retries do not come back in one wave.
+pub fn backoff(attempt: u32, index: usize) -> Duration {
+    let base = 50u64 << attempt.min(5);
+    let base = base.min(1000);
+    Duration::from_millis(base / 2 + (index as u64 * 7919) % (base / 2 + 1))
+}
+
+/// Connects subscriber `index` as connection `slot` of `target` and subscribes to channel
+/// `ch`, from `since` (offset, raw epoch) when resuming.
+async fn connect_subscribed(
     ctx: &Ctx,
     target: &Target,
     slot: usize,
     index: usize,
     ch: usize,
-) -> Result<(Ws, OffsetTracker), SetupFail> {
+    since: Option<(u64, &str)>,
+) -> Result<(Ws, Reply), SetupFail> {
     let stats = &ctx.stats;
     let mut ws = net::connect(target, slot, net::subscriber_config()).await.map_err(SetupFail::Connect)?;
     welcome(stats, &mut ws).await.map_err(SetupFail::Connect)?;
     let channel = ctx.channels.get(ch).map(String::as_str).unwrap_or("c0");
+    let since = match since {
+        Some((offset, epoch)) => format!(r#","since":{{"offset":{offset},"epoch":{epoch}}}"#),
+        None => String::new(),
+    };
     let cmd = format!(
-        r#"{{"type":"command","id":"s1","command":"subscribe","args":{{"room":"{}","channel":"{channel}"}}}}"#,
+        r#"{{"type":"command","id":"s1","command":"subscribe","args":{{"room":"{}","channel":"{channel}"{since}}}}}"#,
         ctx.room
     );
     ws.send(Message::text(cmd)).await.map_err(|e| SetupFail::Connect(short(&format!("send subscribe: {e}"))))?;
@@ -187,12 +321,15 @@ async fn setup_subscriber(
         let f = scan::parse_frame(&text);
         match f.kind {
             "reply" if f.request_id == Some("s1") => {
-                let latest = f.result_offset().flatten();
-                let mut tracker = OffsetTracker::new(latest);
-                for offset in early.into_iter().filter(|&o| o > latest.unwrap_or(0)) {
-                    stats.seen(tracker.observe(offset));
-                }
-                return Ok((ws, tracker));
+                let field = |key| f.result.and_then(|r| scan::get(r, key));
+                let reply = Reply {
+                    latest: f.result_offset().flatten(),
+                    epoch: field("epoch").filter(|e| e.starts_with('"')).map(str::to_string),
+                    recovered: field("recovered").and_then(|r| r.parse().ok()),
+                    replayed: field("replayed").and_then(scan::int_value).unwrap_or(0),
+                    early,
+                };
+                return Ok((ws, reply));
             }
             "error" => {
                 stats.error(f.error_code().unwrap_or("UNKNOWN"));
@@ -233,7 +370,7 @@ pub async fn welcome(stats: &Stats, ws: &mut Ws) -> Result<Utf8Bytes, String> {
 }
 
 /// The next text frame (pings are answered by tungstenite while reading).
-async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, String> {
+pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text),

@@ -15,7 +15,8 @@ use super::conn::{self, Ctx, PHASE_DRAIN, PHASE_RUN, PHASE_SETUP, PHASE_STOP};
 use super::net::{self, Targets, UrlLists, MAX_SOURCE_IPS};
 use super::publish;
 use super::stats::{now_ns, Stats};
-use super::{BenchArgs, BenchError, BenchReport};
+use super::storm;
+use super::{BenchArgs, BenchError, BenchReport, StormReport};
 
 /// Wait after connecting before reading the server's RSS.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -62,6 +63,7 @@ pub fn validate(args: &BenchArgs) -> Result<(), BenchError> {
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     validate(&args)?;
     let urls = UrlLists::from_args(&args)?;
+    storm::validate(&args, &urls)?;
     let targets = Targets::resolve(&urls, args.source_ips).await?;
     warn_targets(&args, &urls, &targets);
     let wanted = (args.subscribers + args.publishers) as u64;
@@ -116,7 +118,12 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     }
 
     let mut window = Duration::ZERO;
-    if stats.pubs_connected.load(Relaxed) > 0 && !clock.interrupted {
+    let mut storm_report = None;
+    if ctx.storm && !clock.interrupted {
+        let (w, report) = storm_phases(&args, &urls, &ctx, &phase_tx, &mut clock).await?;
+        window = w;
+        storm_report = Some(report);
+    } else if stats.pubs_connected.load(Relaxed) > 0 && !clock.interrupted {
         phase_tx.send_replace(PHASE_RUN);
         clock.sleep("warmup", Duration::from_secs(args.warmup_secs)).await;
         stats.set_window_start(now_ns());
@@ -125,39 +132,68 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         stats.set_window_end(now_ns());
         window = start.elapsed();
         phase_tx.send_replace(PHASE_DRAIN);
-        clock.interrupted = false; // an interrupted run still drains briefly and reports
-                                   // Until everything arrived, deliveries stall for STALL, or DRAIN passed.
-        let progress = Cell::new((u64::MAX, Instant::now()));
-        clock
-            .until("drain", Some(DRAIN), |s| {
-                let delivered = s.delivered_total.load(Relaxed);
-                let (last, since) = progress.get();
-                if delivered != last {
-                    progress.set((delivered, Instant::now()));
-                }
-                delivered >= s.expected_deliveries() || (delivered == last && since.elapsed() >= STALL)
-            })
-            .await;
+        clock.drain().await;
     }
     phase_tx.send_replace(PHASE_STOP);
     clock.print("close");
     let _ = timeout(CLOSE_ALL, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.shutdown().await;
 
-    let report =
+    let mut report =
         super::report::build(&args, &urls, stats, window, clock.interrupted_ever, (rss_before, rss_after), connections);
-    if args.json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("bench: cannot encode the report as JSON: {e}"),
-        }
-    } else {
-        println!("{report}");
-    }
+    report.storm = storm_report;
     if report.errors_by_code.contains_key("RATE_LIMITED") {
         eprintln!("bench: the server rate-limited publishes; start it with ARQONBUS_LIMITS__PUBLISH_RATE_PER_S=1000000 ARQONBUS_LIMITS__PUBLISH_BURST=1000000");
     }
     Ok(report)
+}
+
+/// The reconnect storm's phases: publish through the warm-up, kill the subscribers' node, wait
+/// until every subscriber is live again on a survivor (at most `--storm-timeout-secs`), go on
+/// publishing for `--duration-secs`, drain, and learn each channel's final offset. Returns the
+/// measurement window (kill → end of publishing) and the storm's report.
+async fn storm_phases(
+    args: &BenchArgs,
+    urls: &UrlLists,
+    ctx: &Ctx,
+    phase_tx: &watch::Sender<u8>,
+    clock: &mut Clock,
+) -> Result<(Duration, StormReport), BenchError> {
+    let stats = &ctx.stats;
+    let published = || stats.published.load(Relaxed);
+    let mut redis = storm::RedisReadings::new(args.storm.redis_url.as_deref())?;
+    redis.take(published()).await;
+    phase_tx.send_replace(PHASE_RUN);
+    clock.sleep("warmup", Duration::from_secs(args.warmup_secs)).await;
+    redis.take(published()).await;
+    let subscribers = stats.subs_connected.load(Relaxed);
+    stats.set_window_start(now_ns());
+    let start = Instant::now();
+    stats.storm.kill_ns.store(now_ns(), Relaxed);
+    let killed = match storm::kill(args).await {
+        Ok(k) => k,
+        Err(e) => {
+            phase_tx.send_replace(PHASE_STOP);
+            return Err(e);
+        }
+    };
+    eprintln!("bench: {killed}: {subscribers} subscribers reconnect to {}", urls.resume.join(", "));
+    let at_kill = published();
+    let storm_timeout = Some(Duration::from_secs(args.storm.storm_timeout_secs));
+    clock.until("storm", storm_timeout, |s| s.storm.live.load(Relaxed) >= subscribers).await;
+    let published_during = published() - at_kill;
+    redis.take(published()).await;
+    clock.sleep("measure", Duration::from_secs(args.duration_secs)).await;
+    stats.set_window_end(now_ns());
+    let window = start.elapsed();
+    phase_tx.send_replace(PHASE_DRAIN);
+    clock.interrupted = false;
+    clock.drain().await;
+    if let Err(e) = storm::final_offsets(ctx).await {
+        eprintln!("bench: cannot read the channels' final offsets ({e}): no tail check");
+    }
+    let report = storm::report(killed, urls.resume.clone(), subscribers, &stats.storm, published_during, &redis);
+    Ok((window, report))
 }
 
 /// Warns about `--source-ips` that cannot apply and about URLs no connection will use.
@@ -289,6 +325,22 @@ impl Clock {
         }
     }
 
+    /// After publishing: waits until everything arrived, deliveries stalled for [`STALL`], or
+    /// [`DRAIN`] passed. An interrupted run still drains briefly and reports.
+    async fn drain(&mut self) {
+        self.interrupted = false;
+        let progress = Cell::new((u64::MAX, Instant::now()));
+        self.until("drain", Some(DRAIN), |s| {
+            let delivered = s.delivered_total.load(Relaxed);
+            let (last, since) = progress.get();
+            if delivered != last {
+                progress.set((delivered, Instant::now()));
+            }
+            delivered >= s.expected_deliveries() || (delivered == last && since.elapsed() >= STALL)
+        })
+        .await;
+    }
+
     /// One progress line to stderr.
     fn print(&mut self, phase: &str) {
         let s = &self.ctx.stats;
@@ -312,6 +364,15 @@ impl Clock {
             s.out_of_order.load(Relaxed),
             s.connect_failures.load(Relaxed),
         );
+        if self.ctx.storm {
+            let storm = &s.storm;
+            eprintln!(
+                "           storm: resubscribed {} live {} reconnect attempts {}",
+                storm.resubscribed.load(Relaxed),
+                storm.live.load(Relaxed),
+                storm.attempts.load(Relaxed)
+            );
+        }
         self.last_print = now;
         self.last_published = published;
         self.last_delivered = delivered;

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 use super::scan::Frame;
+use super::storm::StormStats;
 use super::track::Seen;
 use super::LatencySummary;
 
@@ -78,6 +79,8 @@ pub struct Stats {
     pub chan_subs: Vec<AtomicU64>,
     /// `limits.publish_rate_per_s` from a welcome frame (0 = unknown).
     pub server_rate_limit: AtomicU64,
+    /// Reconnect storm counters.
+    pub storm: StormStats,
     window_start_ns: AtomicU64,
     window_end_ns: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -114,6 +117,7 @@ impl Stats {
             chan_published: zeros(channels),
             chan_subs: zeros(channels),
             server_rate_limit: AtomicU64::new(0),
+            storm: StormStats::default(),
             window_start_ns: AtomicU64::new(u64::MAX),
             window_end_ns: AtomicU64::new(u64::MAX),
             errors: Mutex::new(BTreeMap::new()),
