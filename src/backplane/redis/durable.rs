@@ -40,13 +40,7 @@ pub(super) async fn eval_and_wait(
         timeout: Some(Duration::from_millis(cfg.command_timeout_ms + cfg.wait_timeout_ms)),
         ..Default::default()
     };
-    // The slot is the first key's (fred would hash the first string: the script's sha).
-    let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
-    let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-    all.push(Value::from(script.sha1().clone()));
-    all.push(Value::from(keys.len() as i64));
-    all.extend(keys.into_iter().map(Value::from));
-    all.extend(args.into_iter().map(Value::from));
+    let (slot, all) = super::evalsha_args(script, keys, args);
     let eval = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
     let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
     let wait_args = vec![Value::from(i64::from(cfg.min_replicas_acked)), Value::from(cfg.wait_timeout_ms as i64)];

@@ -535,13 +535,7 @@ impl Inner {
             timeout: Some(Duration::from_millis(self.cfg.command_timeout_ms)),
             ..Default::default()
         };
-        // The slot is the first key's (fred would hash the first string: the script's sha).
-        let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
-        let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-        all.push(Value::from(script.sha1().clone()));
-        all.push(Value::from(keys.len() as i64));
-        all.extend(keys.into_iter().map(Value::from));
-        all.extend(args.into_iter().map(Value::from));
+        let (slot, all) = evalsha_args(script, keys, args);
         let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
         match redirect::send(self, &opts, cmd.clone(), all.clone(), slot).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
@@ -914,6 +908,22 @@ impl Backplane for RedisBackplane {
             tokio::spawn(quit);
         }
     }
+}
+
+/// The hash slot and the arguments of `EVALSHA sha numkeys keys… args…` sent as a custom
+/// command. The slot is the first key's (fred would hash the first string: the script's sha).
+pub(super) fn evalsha_args(
+    script: &fred::types::scripts::Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> (u16, Vec<Value>) {
+    let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
+    let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    all.push(Value::from(script.sha1().clone()));
+    all.push(Value::from(keys.len() as i64));
+    all.extend(keys.into_iter().map(Value::from));
+    all.extend(args.into_iter().map(Value::from));
+    (slot, all)
 }
 
 #[cfg(test)]
